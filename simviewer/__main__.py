@@ -1,0 +1,3 @@
+from simviewer.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,244 @@
+"""``simviewer <command>``: the command-line front end of the core.
+
+Exit codes: 0 success, 1 failure (one-line reason on stderr), 2 bad usage (argparse).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import __version__
+
+log = logging.getLogger("simviewer")
+
+
+class CliError(Exception):
+    """A failure to report in one line and exit 1."""
+
+
+def _add_library_args(p: argparse.ArgumentParser, model_default: str | None, weights_default: str | None) -> None:
+    from .core.embedder import ARCHITECTURES
+
+    p.add_argument("--model", default=model_default, choices=sorted(ARCHITECTURES), metavar="ARCH",
+                   help=f"backbone: {', '.join(ARCHITECTURES)}" + (f" (default {model_default})" if model_default
+                                                                   else " (default: the one the folder was indexed with)"))
+    p.add_argument("--weights", default=weights_default, metavar="imagenet|none|PATH",
+                   help="ImageNet weights (downloaded once, then cached), none for an untrained network, "
+                        "or a torchvision state dict / simviewer checkpoint file"
+                        + (f" (default {weights_default})" if weights_default else ""))
+    p.add_argument("--index-dir", metavar="DIR",
+                   help="where the folder's catalog and index live (default: a per-user data folder)")
+    p.add_argument("--batch-size", type=_positive_int, default=32, help="images per inference batch (default 32)")
+    p.add_argument("--workers", type=_positive_int, default=2, help="decoding threads (default 2)")
+    p.add_argument("--threads", type=_positive_int, default=None, help="inference threads (default: all cores)")
+    p.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
+                   help="auto uses bf16 where the CPU supports it and it matches fp32 (default auto)")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="simviewer",
+        description="Find look-alike photos with a CNN and an Annoy index.",
+        epilog="Run `simviewer COMMAND --help` for the options of a command.",
+    )
+    parser.add_argument("--version", action="version", version=f"simviewer {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("index", help="index (or update the index of) a photo folder",
+                       description="Embed every photo in FOLDER (recursively) and build its Annoy index. "
+                                   "Re-running only embeds new or changed files.")
+    p.add_argument("folder", metavar="FOLDER")
+    _add_library_args(p, "resnet50", "imagenet")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
+
+    p = sub.add_parser("query", help="list the photos of a folder that look like IMAGE",
+                       description="Rank FOLDER's photos by similarity to IMAGE (which may be outside FOLDER). "
+                                   "IMAGE itself is left out of the results.")
+    p.add_argument("image", metavar="IMAGE")
+    p.add_argument("--folder", required=True, metavar="FOLDER", help="the indexed folder to search")
+    p.add_argument("-k", type=_positive_int, default=10, help="number of results (default 10)")
+    p.add_argument("--json", action="store_true",
+                   help='print [{"path": ..., "score": cosine}, ...], best first')
+    _add_library_args(p, None, None)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        return {"index": cmd_index, "query": cmd_query}[args.command](args)
+    except CliError as exc:
+        print(f"simviewer: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("simviewer: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # every known failure type of the core is a one-line reason
+        from .core.catalog import CatalogError
+        from .core.embedder import EmbedderError
+        from .core.images import ImageError
+        from .core.index import IndexError_
+        from .core.library import LibraryError
+
+        if isinstance(exc, (EmbedderError, ImageError, IndexError_, LibraryError, CatalogError, OSError)):
+            print(f"simviewer: error: {exc}", file=sys.stderr)
+            return 1
+        raise
+
+
+# -- shared pieces ------------------------------------------------------------------------------
+def _make_embedder(args: argparse.Namespace, arch: str, weights: str):
+    from .core.embedder import Embedder
+
+    return Embedder(arch, weights, precision=args.precision, threads=args.threads)
+
+
+def _run_update(library, embedder, args: argparse.Namespace, quiet: bool):
+    """Drive Library.update under a tqdm bar; Ctrl+C stops after the current batch."""
+    from tqdm import tqdm
+
+    from .core.library import FileSkipped, IndexBuilding, IndexProgress, IndexSummary, ScanDone
+
+    stop = {"requested": False}
+
+    def on_sigint(signum, frame):
+        if stop["requested"]:
+            raise KeyboardInterrupt
+        stop["requested"] = True
+        print("\nsimviewer: stopping after this batch (Ctrl+C again to abort)", file=sys.stderr)
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    show = sys.stderr.isatty() and not quiet
+    bar = None
+    summary = None
+    try:
+        for ev in library.update(embedder, batch_size=args.batch_size, workers=args.workers,
+                                 should_stop=lambda: stop["requested"]):
+            if isinstance(ev, ScanDone):
+                bar = tqdm(total=ev.to_process, unit="img", desc="indexing", disable=not show,
+                           file=sys.stderr, dynamic_ncols=True)
+            elif isinstance(ev, IndexProgress) and bar is not None:
+                bar.update(ev.done - bar.n)
+                bar.set_postfix(embedded=ev.embedded, reused=ev.reused, skipped=ev.skipped, refresh=False)
+            elif isinstance(ev, FileSkipped):
+                log.info("skipped %s: %s", ev.path, ev.reason)
+            elif isinstance(ev, IndexBuilding):
+                if bar is not None:
+                    bar.set_description("building index")
+            elif isinstance(ev, IndexSummary):
+                summary = ev
+    finally:
+        if bar is not None:
+            bar.close()
+        signal.signal(signal.SIGINT, previous)
+    return summary
+
+
+def _print_summary(library, s) -> None:
+    print(f"{library.folder}  [{s.model_label}]")
+    print(f"  {s.total} images: {s.embedded} embedded, {s.reused} reused, {len(s.skipped)} skipped, "
+          f"{s.removed} removed; the index holds {s.indexed}")
+    speed = f"{s.images_per_second:.1f} images/s while embedding; " if s.embedded else ""
+    print(f"  {speed}{s.seconds:.2f} s in all" + ("; index unchanged" if not s.index_rebuilt and not s.cancelled else ""))
+    if s.cancelled:
+        print("  stopped early: the embeddings computed so far are kept; the previous index is still in use")
+    if s.skipped:
+        print("Skipped files:")
+        for path, reason in s.skipped:
+            print(f"  {path}: {reason}")
+    for path, reason in s.folder_errors:
+        print(f"  unreadable folder {path}: {reason}")
+
+
+# -- commands -----------------------------------------------------------------------------------
+def cmd_index(args: argparse.Namespace) -> int:
+    from .core.library import Library
+
+    library = Library(args.folder, args.index_dir)
+    embedder = _make_embedder(args, args.model, args.weights)
+    summary = _run_update(library, embedder, args, quiet=args.json)
+    if summary is None:
+        raise CliError("indexing ended without a summary")
+    if args.json:
+        print(json.dumps({"folder": str(library.folder), "index_dir": str(library.index_dir),
+                          **summary.to_dict()}, indent=2))
+    else:
+        _print_summary(library, summary)
+    return 130 if summary.cancelled else 0
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    from .core.index import IndexMissing
+    from .core.library import Library
+
+    image = Path(args.image)
+    if not image.is_file():
+        raise CliError(f"no such image file: {args.image}")
+    library = Library(args.folder, args.index_dir)
+    manifest = library.manifest()
+    if args.model or args.weights:
+        # Re-index first when the folder's index was built with another model.
+        base = (manifest or {}).get("model", {})
+        arch = args.model or base.get("arch") or "resnet50"
+        weights = args.weights or base.get("weights") or "imagenet"
+        embedder = _make_embedder(args, arch, weights)
+        if manifest is None or manifest["model"]["fingerprint"] != embedder.fingerprint:
+            summary = _run_update(library, embedder, args, quiet=args.json)
+            if summary is None or summary.cancelled:
+                raise CliError("re-indexing was stopped; no query made")
+            manifest = library.manifest()
+    elif manifest is None:
+        raise CliError(f"{library.folder} has no index yet: run `simviewer index {args.folder}` first")
+    else:
+        embedder = None
+
+    try:
+        index = library.load_index()
+    except IndexMissing as exc:
+        raise CliError(str(exc)) from None
+
+    def factory():
+        nonlocal embedder
+        if embedder is None:
+            m = index.manifest["model"]
+            embedder = _make_embedder(args, m["arch"], m["weights"])
+        return embedder
+
+    try:
+        results = library.query_image(image, args.k, index, factory)
+    finally:
+        index.close()
+    if args.json:
+        print(json.dumps([{"path": str(p), "score": round(s, 6)} for p, s in results], indent=2))
+    else:
+        print(f"{len(results)} look-alikes of {image} in {library.folder}  [{index.manifest['model']['label']}]")
+        for rank, (p, s) in enumerate(results, 1):
+            print(f"{rank:3d}. {s * 100:6.2f}%  {p}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

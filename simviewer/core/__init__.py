@@ -1,0 +1,1 @@
+"""The Qt-free engine of simviewer: decoding, embedding, catalog, index, libraries."""

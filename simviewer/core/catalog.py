@@ -1,0 +1,166 @@
+"""SQLite catalog of a library: one row per file, embeddings keyed by content and model.
+
+Embeddings are keyed by (content hash, model fingerprint), not by path: a renamed or moved photo,
+or a second byte-identical copy, reuses the vector already computed. The database runs in WAL
+mode and every batch is its own transaction, so a killed run keeps every batch it finished.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS files (
+    path      TEXT PRIMARY KEY,          -- relative to the library folder, '/' separated
+    size      INTEGER NOT NULL,
+    mtime_ns  INTEGER NOT NULL,
+    hash      TEXT,                      -- blake2b-128 of the bytes; NULL if unreadable
+    width     INTEGER,
+    height    INTEGER,
+    format    TEXT,
+    status    TEXT NOT NULL CHECK (status IN ('ok', 'skipped')),
+    reason    TEXT,                      -- why it was skipped
+    checked_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS files_hash ON files(hash);
+CREATE TABLE IF NOT EXISTS embeddings (
+    hash   TEXT NOT NULL,
+    model  TEXT NOT NULL,                -- Embedder.fingerprint
+    vector BLOB NOT NULL,                -- float32, L2-normalised
+    PRIMARY KEY (hash, model)
+) WITHOUT ROWID;
+"""
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    path: str
+    size: int
+    mtime_ns: int
+    hash: str | None
+    width: int | None
+    height: int | None
+    format: str | None
+    status: str
+    reason: str | None
+
+
+class CatalogError(Exception):
+    pass
+
+
+class Catalog:
+    """Thin, typed access to the library database. One instance per thread."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.db = sqlite3.connect(self.path, timeout=30)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.executescript(_SCHEMA)
+            row = self.db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+            if row is None:
+                with self.db:
+                    self.db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+            elif int(row[0]) != SCHEMA_VERSION:
+                raise CatalogError(
+                    f"{self.path} uses catalog schema {row[0]}, this simviewer reads {SCHEMA_VERSION}; "
+                    "use a matching simviewer or a new --index-dir"
+                )
+        except sqlite3.DatabaseError as exc:
+            raise CatalogError(f"cannot open catalog {self.path}: {exc}") from exc
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> Catalog:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- files ---------------------------------------------------------------------------------
+    def files(self) -> dict[str, FileRecord]:
+        rows = self.db.execute(
+            "SELECT path, size, mtime_ns, hash, width, height, format, status, reason FROM files"
+        )
+        return {r[0]: FileRecord(*r) for r in rows}
+
+    def file(self, path: str) -> FileRecord | None:
+        r = self.db.execute(
+            "SELECT path, size, mtime_ns, hash, width, height, format, status, reason FROM files WHERE path=?",
+            (path,),
+        ).fetchone()
+        return FileRecord(*r) if r else None
+
+    def skipped(self) -> list[tuple[str, str]]:
+        return list(self.db.execute("SELECT path, reason FROM files WHERE status='skipped' ORDER BY path"))
+
+    def remove_files(self, paths: Iterable[str]) -> int:
+        with self.db:
+            cur = self.db.executemany("DELETE FROM files WHERE path=?", ((p,) for p in paths))
+        return cur.rowcount
+
+    def write_batch(
+        self,
+        records: Iterable[FileRecord],
+        model: str | None = None,
+        vectors: Iterable[tuple[str, np.ndarray]] = (),
+    ) -> None:
+        """Store file rows and new vectors in one transaction (the unit a kill cannot split)."""
+        now = time.time()
+        with self.db:
+            self.db.executemany(
+                "INSERT OR REPLACE INTO files VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (
+                    (r.path, r.size, r.mtime_ns, r.hash, r.width, r.height, r.format, r.status, r.reason, now)
+                    for r in records
+                ),
+            )
+            if model is not None:
+                self.db.executemany(
+                    "INSERT OR REPLACE INTO embeddings VALUES (?,?,?)",
+                    ((h, model, np.ascontiguousarray(v, np.float32).tobytes()) for h, v in vectors),
+                )
+
+    # -- embeddings ----------------------------------------------------------------------------
+    def hashes_with_vectors(self, model: str) -> set[str]:
+        return {r[0] for r in self.db.execute("SELECT hash FROM embeddings WHERE model=?", (model,))}
+
+    def vector(self, hash_: str, model: str) -> np.ndarray | None:
+        r = self.db.execute("SELECT vector FROM embeddings WHERE hash=? AND model=?", (hash_, model)).fetchone()
+        return np.frombuffer(r[0], np.float32) if r else None
+
+    def indexed_items(self, model: str) -> Iterator[tuple[str, str, bytes]]:
+        """(path, hash, vector bytes) of every ok file with a vector for *model*, by path."""
+        return iter(
+            self.db.execute(
+                "SELECT f.path, f.hash, e.vector FROM files f JOIN embeddings e "
+                "ON e.hash = f.hash AND e.model = ? WHERE f.status = 'ok' ORDER BY f.path",
+                (model,),
+            )
+        )
+
+    def drop_orphan_vectors(self) -> int:
+        """Delete vectors no file refers to any more (deleted or changed photos)."""
+        with self.db:
+            cur = self.db.execute(
+                "DELETE FROM embeddings WHERE hash NOT IN (SELECT hash FROM files WHERE hash IS NOT NULL)"
+            )
+        return cur.rowcount
+
+    def count_vectors(self, model: str | None = None) -> int:
+        if model is None:
+            return self.db.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0]
+        return self.db.execute("SELECT COUNT(*) FROM embeddings WHERE model=?", (model,)).fetchone()[0]

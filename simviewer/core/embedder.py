@@ -1,0 +1,382 @@
+"""CNN backbones that turn photos into L2-normalised embedding vectors.
+
+A backbone is a torchvision classifier with its last fully connected layer replaced by the
+identity, so its output is the global-average-pooled feature of the last convolutional stage.
+Every stored vector is keyed by :attr:`Embedder.fingerprint`, which names the architecture, the
+exact weights and the preprocessing, so vectors from different models never mix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+from torchvision import models
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms import functional as TF
+
+log = logging.getLogger(__name__)
+
+# Bumped whenever decoding or preprocessing changes in a way that changes vectors.
+PIPELINE_VERSION = 1
+CHECKPOINT_FORMAT = "simviewer-checkpoint"
+UNTRAINED_SEED = 0
+BF16_MIN_COSINE = 0.999
+
+
+@dataclass(frozen=True)
+class Arch:
+    name: str
+    dim: int
+    label: str
+
+
+ARCHITECTURES: dict[str, Arch] = {
+    a.name: a
+    for a in (
+        Arch("resnet18", 512, "ResNet-18"),
+        Arch("resnet34", 512, "ResNet-34"),
+        Arch("resnet50", 2048, "ResNet-50"),
+        Arch("resnet101", 2048, "ResNet-101"),
+        Arch("resnet152", 2048, "ResNet-152"),
+        Arch("googlenet", 1024, "GoogLeNet"),
+        Arch("inception_v3", 2048, "Inception v3"),
+    )
+}
+DEFAULT_ARCH = "resnet50"
+
+
+class EmbedderError(Exception):
+    """A model that cannot be built; the message says what to do instead."""
+
+
+class WeightsUnavailable(EmbedderError):
+    """ImageNet weights are neither cached nor downloadable (usually: offline)."""
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """Resize the short side, centre-crop a square, normalise: the weights' own recipe."""
+
+    resize: int
+    crop: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    @classmethod
+    def from_weights(cls, weights: models.WeightsEnum) -> Preprocess:
+        t = weights.transforms()
+        return cls(int(t.resize_size[0]), int(t.crop_size[0]), tuple(t.mean), tuple(t.std))
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        # Pillow's reducing_gap resize is several times faster than a plain antialiased resize on
+        # large inputs and visually identical at this scale.
+        w, h = image.size
+        scale = self.resize / min(w, h)
+        size = (max(self.resize, round(w * scale)), max(self.resize, round(h * scale)))
+        if size != (w, h):
+            image = image.resize(size, Image.BILINEAR, reducing_gap=3.0)
+        image = TF.center_crop(image, [self.crop, self.crop])
+        arr = np.asarray(image, dtype=np.uint8)
+        t = torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
+        return TF.normalize(t, self.mean, self.std)
+
+    @property
+    def min_side(self) -> int:
+        """Decode size to ask a JPEG decoder for: no smaller than the resize target."""
+        return self.resize
+
+
+@dataclass(frozen=True)
+class WeightsSpec:
+    """What the user asked for: ``imagenet``, ``none`` or a path to a weights file."""
+
+    kind: str  # "imagenet" | "none" | "file"
+    path: str | None = None
+
+    @classmethod
+    def parse(cls, text: str | None) -> WeightsSpec:
+        if text is None or text.lower() in ("imagenet", "default", "pretrained"):
+            return cls("imagenet")
+        if text.lower() in ("none", "untrained", "random"):
+            return cls("none")
+        p = Path(text).expanduser()
+        if not p.is_file():
+            raise EmbedderError(
+                f"weights file not found: {text} (use --weights imagenet, --weights none, "
+                "or the path of a .pt/.pth file)"
+            )
+        return cls("file", str(p.resolve()))
+
+    def __str__(self) -> str:
+        return self.path if self.kind == "file" else self.kind
+
+
+def cpu_supports_bf16() -> bool:
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def default_threads() -> int:
+    """Intra-op threads for inference: all cores this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _file_digest(path: str) -> str:
+    h = hashlib.blake2b(digest_size=8)
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _imagenet_weights(arch: str) -> models.WeightsEnum:
+    return models.get_model_weights(arch).DEFAULT
+
+
+def _weights_cache_file(weights: models.WeightsEnum) -> Path:
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
+
+
+def _build_torchvision(arch: str, weights: models.WeightsEnum | None) -> nn.Module:
+    kwargs = {}
+    if arch in ("googlenet", "inception_v3"):
+        # The auxiliary classifiers only matter for training from scratch on ImageNet.
+        kwargs["aux_logits"] = weights is not None
+        if weights is None:
+            kwargs["init_weights"] = True
+    return models.get_model(arch, weights=weights, **kwargs)
+
+
+def _headless(model: nn.Module) -> nn.Module:
+    model.fc = nn.Identity()
+    if hasattr(model, "aux1"):
+        model.aux1 = model.aux2 = None
+    if hasattr(model, "AuxLogits"):
+        model.AuxLogits = None
+    model.aux_logits = False
+    return model
+
+
+def _load_state_dict_file(path: str) -> dict:
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise EmbedderError(f"cannot load weights file {path}: {exc}") from exc
+    if not isinstance(obj, dict):
+        raise EmbedderError(f"{path} does not hold a state dict or a simviewer checkpoint")
+    return obj
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A model choice made concrete: identity, label, preprocessing, and how to build it."""
+
+    weights_id: str
+    label: str
+    preprocess: Preprocess
+    build: Callable[[], nn.Module]  # returns the headless network in eval mode
+
+
+def _seeded_torchvision(arch: str) -> nn.Module:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(UNTRAINED_SEED)
+        return _build_torchvision(arch, None)
+
+
+def resolve(arch: str, spec: WeightsSpec) -> Resolved:
+    """Work out what *arch* + *spec* means without building the network where possible.
+
+    ImageNet and untrained networks are only built (and ImageNet weights only fetched) when the
+    first image is embedded, so opening an up-to-date library costs no model load. A weights
+    file is read and checked at once, so a wrong file fails before any work starts.
+    """
+    if arch not in ARCHITECTURES:
+        raise EmbedderError(f"unknown model {arch!r}; choose one of: {', '.join(ARCHITECTURES)}")
+    default_weights = _imagenet_weights(arch)
+    preprocess = Preprocess.from_weights(default_weights)
+
+    if spec.kind == "imagenet":
+        def build() -> nn.Module:
+            try:
+                model = _build_torchvision(arch, default_weights)
+            except Exception as exc:  # URLError, socket errors, HTTP errors, a half-written file
+                raise WeightsUnavailable(
+                    f"ImageNet weights for {arch} are not in the cache "
+                    f"({_weights_cache_file(default_weights)}) and could not be downloaded "
+                    f"({type(exc).__name__}: {exc}). Alternatives: copy that file there from a machine "
+                    "that has it, or pass it with --weights PATH; fine-tune on your own photos with "
+                    "`simviewer train`; or use --weights none for an untrained network (works for "
+                    "near-duplicates, weaker for look-alikes)."
+                ) from exc
+            return _headless(model).eval()
+
+        return Resolved(f"imagenet:{default_weights.name}", f"ImageNet ({default_weights.name})", preprocess, build)
+    if spec.kind == "none":
+        return Resolved(f"untrained:seed{UNTRAINED_SEED}", "untrained (random init)", preprocess,
+                        lambda: _headless(_seeded_torchvision(arch)).eval())
+
+    assert spec.path is not None
+    state = _load_state_dict_file(spec.path)
+    model = _seeded_torchvision(arch)
+    if state.get("format") == CHECKPOINT_FORMAT:
+        if state.get("arch") != arch:
+            raise EmbedderError(
+                f"{spec.path} is a {state.get('arch')} checkpoint, not {arch}; use --model {state.get('arch')}"
+            )
+        _headless(model)
+        _load_into(model, state["model"], spec.path, ignore_prefix=None)
+        if "preprocess" in state:
+            p = state["preprocess"]
+            preprocess = Preprocess(int(p["resize"]), int(p["crop"]), tuple(p["mean"]), tuple(p["std"]))
+        label = f"fine-tuned ({Path(spec.path).name})"
+    else:
+        sd = state["state_dict"] if isinstance(state.get("state_dict"), dict) else state
+        sd = {k.removeprefix("module."): v for k, v in sd.items()}
+        _load_into(model, sd, spec.path, ignore_prefix="fc.")
+        label = f"weights file ({Path(spec.path).name})"
+    model = _headless(model).eval()
+    return Resolved(f"file:{_file_digest(spec.path)}", label, preprocess, lambda: model)
+
+
+def _load_into(model: nn.Module, sd: dict, path: str, ignore_prefix: str | None) -> None:
+    """Load *sd* strictly, except for the classifier head which we drop anyway."""
+    if not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise EmbedderError(f"{path} does not look like a state dict (non-tensor entries)")
+    result = model.load_state_dict(sd, strict=False)
+    missing = [k for k in result.missing_keys if not (ignore_prefix and k.startswith(ignore_prefix))]
+    unexpected = [k for k in result.unexpected_keys if not (ignore_prefix and k.startswith(ignore_prefix))]
+    if missing or unexpected:
+        detail = (f"missing {missing[:3]}" if missing else "") + (f" unexpected {unexpected[:3]}" if unexpected else "")
+        raise EmbedderError(f"{path} does not match the architecture: {detail.strip()}")
+
+
+class Embedder:
+    """A headless backbone plus its preprocessing; turns images into unit vectors.
+
+    Not thread-safe: one Embedder is used by one thread at a time.
+    """
+
+    def __init__(
+        self,
+        arch: str = DEFAULT_ARCH,
+        weights: WeightsSpec | str | None = "imagenet",
+        *,
+        precision: str = "auto",
+        threads: int | None = None,
+        device: str | None = None,
+    ) -> None:
+        spec = weights if isinstance(weights, WeightsSpec) else WeightsSpec.parse(weights)
+        self.arch = arch
+        self.weights = spec
+        resolved = resolve(arch, spec)
+        self.weights_id, self.weights_label = resolved.weights_id, resolved.label
+        self.preprocess = resolved.preprocess
+        self._build = resolved.build
+        self._model: nn.Module | None = None
+        self.dim = ARCHITECTURES[arch].dim
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.threads = threads or default_threads()
+        if precision not in ("auto", "bf16", "fp32"):
+            raise EmbedderError(f"precision must be auto, bf16 or fp32, not {precision!r}")
+        if precision == "auto":
+            use_bf16 = self.device.type == "cuda" or cpu_supports_bf16()
+            self._bf16_checked = False
+        else:
+            use_bf16 = precision == "bf16"
+            self._bf16_checked = True
+        self.use_bf16 = use_bf16
+        self.bf16_min_cosine: float | None = None
+
+    @property
+    def model(self) -> nn.Module:
+        """The network, built on first use (this is where ImageNet weights get fetched)."""
+        if self._model is None:
+            if self.device.type == "cpu":
+                torch.set_num_threads(self.threads)
+            self._model = self._build().to(self.device, memory_format=torch.channels_last)
+        return self._model
+
+    def load(self) -> Embedder:
+        """Build the network now, so that unavailable weights fail early; returns self."""
+        _ = self.model
+        return self
+
+    @property
+    def fingerprint(self) -> str:
+        """Identity of every vector this embedder produces."""
+        return f"{self.arch}|{self.weights_id}|p{PIPELINE_VERSION}"
+
+    @property
+    def label(self) -> str:
+        return f"{ARCHITECTURES[self.arch].label} · {self.weights_label}"
+
+    @property
+    def untrained(self) -> bool:
+        return self.weights.kind == "none"
+
+    def _forward(self, batch: torch.Tensor, bf16: bool) -> torch.Tensor:
+        batch = batch.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
+            out = self.model(batch)
+        out = out.float()
+        return nn.functional.normalize(out.flatten(1), dim=1)
+
+    def embed_tensors(self, batch: torch.Tensor) -> np.ndarray:
+        """Embed a preprocessed (N, 3, H, W) batch; returns float32 (N, dim), rows of norm 1.
+
+        With ``precision="auto"`` the first batch is also run in fp32; bf16 is kept only if every
+        vector is within cosine 0.999 of its fp32 twin, otherwise this embedder stays in fp32.
+        """
+        if self.use_bf16 and not self._bf16_checked:
+            sample = batch[:8]
+            ref = self._forward(sample, bf16=False)
+            low = self._forward(sample, bf16=True)
+            cos = float((ref * low).sum(1).min())
+            self.bf16_min_cosine = cos
+            self._bf16_checked = True
+            if cos < BF16_MIN_COSINE:
+                log.warning("bf16 drifts from fp32 (min cosine %.5f); using fp32 for %s", cos, self.label)
+                self.use_bf16 = False
+            else:
+                log.info("bf16 autocast on: min cosine to fp32 %.5f", cos)
+        return self._forward(batch, self.use_bf16).cpu().numpy().astype(np.float32, copy=False)
+
+    def embed_images(self, images: Sequence[Image.Image], batch_size: int = 32) -> np.ndarray:
+        out = [
+            self.embed_tensors(torch.stack([self.preprocess(im) for im in images[i : i + batch_size]]))
+            for i in range(0, len(images), batch_size)
+        ]
+        return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
+
+    def embed_paths(self, paths: Sequence[str | os.PathLike], batch_size: int = 32) -> np.ndarray:
+        """Embed files; raises ImageError for the first unreadable one (use Library for folders)."""
+        from .images import load_image
+
+        images = [load_image(p, self.preprocess.min_side).image for p in paths]
+        return self.embed_images(images, batch_size)
+
+    def describe(self) -> dict:
+        """What gets stored in an index manifest to rebuild this embedder later."""
+        return {
+            "arch": self.arch,
+            "weights": str(self.weights),
+            "fingerprint": self.fingerprint,
+            "label": self.label,
+            "untrained": self.untrained,
+            "dim": self.dim,
+        }
+

@@ -1,0 +1,404 @@
+"""A Library is a photo folder plus its catalog and index, kept up to date incrementally.
+
+:meth:`Library.update` is a generator of progress events, so the CLI (tqdm), the GUI (a worker
+thread) and the tests all drive the same code. It honours a stop flag between batches: a stopped
+run keeps every batch it finished and leaves the previous index in place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import re
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import platformdirs
+import torch
+
+from .catalog import Catalog, FileRecord
+from .embedder import Embedder
+from .images import ImageError, WalkErrors, decode_bytes, read_file, walk_images
+from .index import AnnIndex, read_manifest
+
+log = logging.getLogger(__name__)
+
+DATA_DIR_ENV = "SIMVIEWER_DATA_DIR"
+
+
+class LibraryError(Exception):
+    pass
+
+
+# -- events -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ScanDone:
+    """The folder was walked and compared with the catalog."""
+
+    total: int  # image files found
+    to_process: int  # new or changed: must be read (and embedded unless the content is known)
+    unchanged: int
+    removed: int
+
+
+@dataclass(frozen=True)
+class IndexProgress:
+    done: int
+    total: int  # files to process in this run
+    embedded: int
+    reused: int
+    skipped: int
+    elapsed: float
+    last_path: str
+
+    @property
+    def eta(self) -> float | None:
+        if self.done == 0 or self.done >= self.total:
+            return None
+        return self.elapsed / self.done * (self.total - self.done)
+
+
+@dataclass(frozen=True)
+class FileSkipped:
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class IndexBuilding:
+    count: int
+
+
+@dataclass(frozen=True)
+class IndexSummary:
+    total: int  # image files in the folder
+    embedded: int  # computed in this run
+    reused: int  # unchanged, or content already known (copies, renames)
+    skipped: list[tuple[str, str]]  # every file that is not indexed, with its reason
+    removed: int
+    indexed: int  # items in the index now
+    seconds: float
+    embed_seconds: float
+    index_rebuilt: bool
+    cancelled: bool
+    model_label: str
+    folder_errors: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def images_per_second(self) -> float:
+        return self.embedded / self.embed_seconds if self.embed_seconds > 0 else 0.0
+
+    def to_dict(self) -> dict:
+        return {
+            "total": self.total,
+            "embedded": self.embedded,
+            "reused": self.reused,
+            "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
+            "removed": self.removed,
+            "indexed": self.indexed,
+            "seconds": round(self.seconds, 3),
+            "images_per_second": round(self.images_per_second, 2),
+            "index_rebuilt": self.index_rebuilt,
+            "cancelled": self.cancelled,
+            "model": self.model_label,
+            "unreadable_folders": [{"path": p, "reason": r} for p, r in self.folder_errors],
+        }
+
+
+Event = ScanDone | IndexProgress | FileSkipped | IndexBuilding | IndexSummary
+
+
+# -- helpers ------------------------------------------------------------------------------------
+def data_root() -> Path:
+    env = os.environ.get(DATA_DIR_ENV)
+    return Path(env) if env else platformdirs.user_data_path("simviewer", appauthor=False)
+
+
+def default_index_dir(folder: str | os.PathLike) -> Path:
+    """Per-user location of a folder's index, keyed by its absolute path."""
+    folder = Path(folder).resolve()
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", folder.name)[:40] or "root"
+    digest = hashlib.sha256(str(folder).encode("utf-8", "surrogateescape")).hexdigest()[:12]
+    return data_root() / "libraries" / f"{slug}-{digest}"
+
+
+@dataclass
+class _Prepared:
+    record: FileRecord
+    tensor: torch.Tensor | None  # None when skipped or when the content's vector is known
+
+
+class Library:
+    def __init__(self, folder: str | os.PathLike, index_dir: str | os.PathLike | None = None) -> None:
+        self.folder = Path(folder).expanduser().resolve()
+        if not self.folder.is_dir():
+            raise LibraryError(f"not a folder: {folder}")
+        self.index_dir = Path(index_dir).expanduser().resolve() if index_dir else default_index_dir(self.folder)
+        self.catalog_path = self.index_dir / "catalog.sqlite"
+
+    def __repr__(self) -> str:
+        return f"Library({str(self.folder)!r}, index_dir={str(self.index_dir)!r})"
+
+    # -- paths -------------------------------------------------------------------------------
+    def key_for(self, path: str | os.PathLike) -> str | None:
+        """Catalog key of an absolute path inside the folder, else None."""
+        try:
+            rel = Path(path).resolve().relative_to(self.folder)
+        except ValueError:
+            return None
+        return rel.as_posix()
+
+    def path_for(self, key: str) -> Path:
+        return self.folder / key
+
+    def open_catalog(self) -> Catalog:
+        return Catalog(self.catalog_path)
+
+    def manifest(self) -> dict | None:
+        return read_manifest(self.index_dir)
+
+    def load_index(self, expected_model: str | None = None) -> AnnIndex:
+        return AnnIndex.load(self.index_dir, expected_model)
+
+    @contextlib.contextmanager
+    def _lock(self) -> Iterator[None]:
+        self.index_dir.mkdir(parents=True, exist_ok=True)
+        (self.index_dir / "library.json").write_text(json.dumps({"folder": str(self.folder)}, indent=2))
+        fh = open(self.index_dir / "lock", "w")
+        try:
+            try:
+                import fcntl
+
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except ImportError:  # pragma: no cover - Windows: no advisory lock
+                pass
+            except OSError:
+                raise LibraryError(
+                    f"{self.folder} is being indexed by another simviewer process; wait for it to finish"
+                ) from None
+            yield
+        finally:
+            fh.close()
+
+    # -- update ------------------------------------------------------------------------------
+    def update(
+        self,
+        embedder: Embedder,
+        *,
+        batch_size: int = 32,
+        workers: int = 2,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> Iterator[Event]:
+        """Bring catalog and index up to date with the folder; yields events, ends with IndexSummary."""
+        should_stop = should_stop or (lambda: False)
+        with self._lock(), self.open_catalog() as cat:
+            yield from self._update(cat, embedder, batch_size, max(1, workers), should_stop)
+
+    def _update(self, cat: Catalog, embedder: Embedder, batch_size: int, workers: int, should_stop) -> Iterator[Event]:
+        t0 = time.perf_counter()
+        model = embedder.fingerprint
+        walk_errors = WalkErrors()
+        found: dict[str, tuple[int, int]] = {}
+        for entry in walk_images(self.folder, walk_errors):
+            try:
+                st = entry.stat()
+            except OSError as exc:
+                log.debug("vanished during scan: %s (%s)", entry.path, exc)
+                continue
+            found[Path(entry.path).relative_to(self.folder).as_posix()] = (st.st_size, st.st_mtime_ns)
+
+        known = cat.files()
+        known_hashes = cat.hashes_with_vectors(model)
+        removed = [p for p in known if p not in found]
+        # Facts of known content, so a renamed or copied photo needs no decode at all.
+        known_content = {r.hash: r for r in known.values() if r.status == "ok" and r.hash in known_hashes}
+        todo: list[str] = []
+        skipped_before: list[tuple[str, str]] = []
+        unchanged = 0
+        for key, (size, mtime) in found.items():
+            rec = known.get(key)
+            if rec is not None and rec.size == size and rec.mtime_ns == mtime:
+                if rec.status == "skipped":
+                    skipped_before.append((key, rec.reason or "unreadable"))
+                    continue
+                if rec.hash in known_hashes:
+                    unchanged += 1
+                    continue
+            todo.append(key)
+        if removed:
+            cat.remove_files(removed)
+        yield ScanDone(len(found), len(todo), unchanged + len(skipped_before), len(removed))
+
+        embedded = reused = 0
+        skipped_now: list[tuple[str, str]] = []
+        embed_seconds = 0.0
+        cancelled = False
+        done = 0
+        min_side = embedder.preprocess.min_side
+
+        def prepare(key: str) -> _Prepared:
+            size, mtime = found[key]
+            path = self.folder / key
+            try:
+                data = read_file(path)
+            except ImageError as exc:
+                return _Prepared(FileRecord(key, size, mtime, None, None, None, None, "skipped", str(exc)), None)
+            digest = hashlib.blake2b(data, digest_size=16).hexdigest()
+            same = known_content.get(digest)
+            if same is not None:
+                return _Prepared(FileRecord(key, size, mtime, digest, same.width, same.height, same.format,
+                                            "ok", None), None)
+            try:
+                dec = decode_bytes(data, min_side, name=key)
+            except ImageError as exc:
+                return _Prepared(FileRecord(key, size, mtime, digest, None, None, None, "skipped", str(exc)), None)
+            rec = FileRecord(key, size, mtime, digest, dec.width, dec.height, dec.format, "ok", None)
+            if digest in known_hashes:
+                return _Prepared(rec, None)
+            try:
+                return _Prepared(rec, embedder.preprocess(dec.image))
+            except Exception as exc:  # a pathological size after decoding, for example
+                return _Prepared(FileRecord(key, size, mtime, digest, None, None, None, "skipped",
+                                            f"cannot prepare image: {exc}"), None)
+
+        with ThreadPoolExecutor(workers, thread_name_prefix="simviewer-decode") as pool:
+            pending: list[Future] = []
+            it = iter(todo)
+
+            def top_up() -> None:
+                # Keep two batches in flight so decoding overlaps inference.
+                while len(pending) < 2 * batch_size:
+                    key = next(it, None)
+                    if key is None:
+                        return
+                    pending.append(pool.submit(prepare, key))
+
+            top_up()
+            while pending:
+                if should_stop():
+                    cancelled = True
+                    for f in pending:
+                        f.cancel()
+                    break
+                batch = [f.result() for f in pending[:batch_size]]
+                del pending[:batch_size]
+                top_up()
+                to_embed = [p for p in batch if p.tensor is not None]
+                vectors: list[tuple[str, np.ndarray]] = []
+                if to_embed:
+                    # Files with the same new content in one batch are embedded once.
+                    unique: dict[str, torch.Tensor] = {}
+                    for p in to_embed:
+                        unique.setdefault(p.record.hash, p.tensor)
+                    t = time.perf_counter()
+                    vecs = embedder.embed_tensors(torch.stack(list(unique.values())))
+                    embed_seconds += time.perf_counter() - t
+                    vectors = list(zip(unique.keys(), vecs))
+                    known_hashes.update(unique.keys())
+                cat.write_batch([p.record for p in batch], model, vectors)
+                for p in batch:
+                    if p.record.status == "skipped":
+                        skipped_now.append((p.record.path, p.record.reason or "unreadable"))
+                        yield FileSkipped(p.record.path, p.record.reason or "unreadable")
+                    elif p.tensor is None:
+                        reused += 1
+                    else:
+                        embedded += 1
+                done += len(batch)
+                yield IndexProgress(done, len(todo), embedded, reused, len(skipped_now),
+                                    time.perf_counter() - t0, batch[-1].record.path)
+
+        skipped = sorted(skipped_before + skipped_now)
+        rebuilt = False
+        indexed = 0
+        if not cancelled:
+            cat.drop_orphan_vectors()
+            rebuilt, indexed = yield from self._rebuild_index(cat, embedder)
+        else:
+            with contextlib.suppress(Exception):
+                indexed = (self.manifest() or {}).get("count", 0)
+        yield IndexSummary(
+            total=len(found),
+            embedded=embedded,
+            reused=reused + unchanged,
+            skipped=skipped,
+            removed=len(removed),
+            indexed=indexed,
+            seconds=time.perf_counter() - t0,
+            embed_seconds=embed_seconds,
+            index_rebuilt=rebuilt,
+            cancelled=cancelled,
+            model_label=embedder.label,
+            folder_errors=walk_errors.folders,
+        )
+
+    def _rebuild_index(self, cat: Catalog, embedder: Embedder) -> Iterator[Event]:
+        """Rebuild the Annoy index unless it already holds exactly the catalog's items."""
+        model = embedder.fingerprint
+        keys: list[str] = []
+        blobs: list[bytes] = []
+        h = hashlib.blake2b(digest_size=16)
+        for path, content_hash, blob in cat.indexed_items(model):
+            keys.append(path)
+            blobs.append(blob)
+            h.update(f"{path}\0{content_hash}\n".encode("utf-8", "surrogateescape"))
+        digest = h.hexdigest()
+        manifest = self.manifest()
+        if (
+            manifest is not None
+            and manifest.get("model", {}).get("fingerprint") == model
+            and manifest.get("content_digest") == digest
+        ):
+            try:
+                self.load_index(model).close()
+                return False, len(keys)
+            except Exception as exc:  # damaged or missing files: rebuild below
+                log.warning("index in %s unusable (%s); rebuilding", self.index_dir, exc)
+        yield IndexBuilding(len(keys))
+        vectors = (
+            np.frombuffer(b"".join(blobs), np.float32).reshape(len(keys), embedder.dim)
+            if keys
+            else np.zeros((0, embedder.dim), np.float32)
+        )
+        AnnIndex.build_and_save(
+            self.index_dir, vectors, keys, embedder.describe(),
+            extra={"content_digest": digest, "folder": str(self.folder)},
+        ).close()
+        return True, len(keys)
+
+    # -- queries -----------------------------------------------------------------------------
+    def stored_vector(self, path: str | os.PathLike, model: str) -> np.ndarray | None:
+        """The catalog's vector for *path* if it is in the library and unchanged since indexing."""
+        key = self.key_for(path)
+        if key is None or not self.catalog_path.exists():
+            return None
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        with self.open_catalog() as cat:
+            rec = cat.file(key)
+            if rec is None or rec.status != "ok" or rec.size != st.st_size or rec.mtime_ns != st.st_mtime_ns:
+                return None
+            return cat.vector(rec.hash, model) if rec.hash else None
+
+    def query_image(
+        self, path: str | os.PathLike, k: int, index: AnnIndex, embedder_factory: Callable[[], Embedder]
+    ) -> list[tuple[Path, float]]:
+        """Lookalikes of any image file, in the library or not; the image itself is left out."""
+        model = index.model_fingerprint
+        vec = self.stored_vector(path, model)
+        if vec is None:
+            embedder = embedder_factory()
+            if embedder.fingerprint != model:
+                raise LibraryError("the embedder does not match the index's model")
+            vec = embedder.embed_paths([path])[0]
+        key = self.key_for(path)
+        return [(self.path_for(k_), s) for k_, s in index.query_vector(vec, k, exclude=key)]

@@ -1,0 +1,129 @@
+"""Embedder: shapes, norms, determinism, bf16 agreement, weights files, offline message."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torchvision import models
+
+from simviewer.core import embedder as emb
+from simviewer.core.embedder import CHECKPOINT_FORMAT, Embedder, EmbedderError, WeightsSpec, WeightsUnavailable
+
+from ..conftest import EDITS, make_photo
+
+
+@pytest.fixture(scope="module")
+def r18() -> Embedder:
+    return Embedder("resnet18", "none")
+
+
+@pytest.fixture(scope="module")
+def photos():
+    return [make_photo(i) for i in range(8)]
+
+
+def test_vectors_are_unit_float32(r18, photos):
+    v = r18.embed_images(photos)
+    assert v.shape == (8, 512) and v.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
+
+
+def test_untrained_is_seeded_and_labelled(r18, photos):
+    again = Embedder("resnet18", "none")
+    np.testing.assert_allclose(r18.embed_images(photos[:2]), again.embed_images(photos[:2]), atol=1e-6)
+    assert "untrained" in r18.label and r18.untrained
+    assert r18.fingerprint == again.fingerprint == "resnet18|untrained:seed0|p1"
+
+
+def test_bf16_stays_within_cosine_0999_of_fp32(photos):
+    if not emb.cpu_supports_bf16():
+        pytest.skip("no bf16 on this CPU")
+    fp32 = Embedder("resnet18", "none", precision="fp32").embed_images(photos)
+    bf16 = Embedder("resnet18", "none", precision="bf16").embed_images(photos)
+    assert (fp32 * bf16).sum(1).min() >= emb.BF16_MIN_COSINE
+
+
+def test_auto_precision_measures_bf16_against_fp32(photos):
+    e = Embedder("resnet18", "none", precision="auto")
+    e.embed_images(photos)
+    if emb.cpu_supports_bf16():
+        assert e.bf16_min_cosine is not None and e.bf16_min_cosine >= emb.BF16_MIN_COSINE
+        assert e.use_bf16
+    else:
+        assert not e.use_bf16
+
+
+@pytest.mark.parametrize("edit", ["resized", "recompressed", "cropped", "bordered"])
+def test_edited_copy_is_nearest_to_its_original(r18, edit):
+    originals = [make_photo(100 + i) for i in range(10)]
+    base = r18.embed_images(originals)
+    queries = r18.embed_images([EDITS[edit](im) for im in originals])
+    assert list((queries @ base.T).argmax(1)) == list(range(10))
+
+
+@pytest.mark.parametrize("arch", ["resnet34", "googlenet", "inception_v3"])
+def test_other_backbones_embed(arch):
+    e = Embedder(arch, "none", precision="fp32")
+    v = e.embed_images([make_photo(1), make_photo(2)])
+    assert v.shape == (2, e.dim)
+    np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
+
+
+def test_unknown_arch_names_the_choices():
+    with pytest.raises(EmbedderError, match="resnet18"):
+        Embedder("vgg16", "none")
+
+
+def test_torchvision_state_dict_file_loads(tmp_path, r18, photos):
+    torch.manual_seed(7)
+    net = models.resnet18(weights=None)
+    path = tmp_path / "r18.pth"
+    torch.save(net.state_dict(), path)
+    e = Embedder("resnet18", str(path), precision="fp32")
+    assert e.fingerprint.startswith("resnet18|file:") and "r18.pth" in e.label
+    net.fc = torch.nn.Identity()
+    net.eval()
+    with torch.inference_mode():
+        ref = torch.nn.functional.normalize(net(torch.stack([e.preprocess(im) for im in photos[:2]])), dim=1)
+    np.testing.assert_allclose(e.embed_images(photos[:2]), ref.numpy(), atol=1e-4)
+    assert not np.allclose(e.embed_images(photos[:1]), r18.embed_images(photos[:1]), atol=1e-3)
+
+
+def test_simviewer_checkpoint_loads_and_checks_arch(tmp_path):
+    net = models.resnet18(weights=None)
+    net.fc = torch.nn.Identity()
+    ckpt = {"format": CHECKPOINT_FORMAT, "version": 1, "arch": "resnet18", "model": net.state_dict()}
+    path = tmp_path / "mine.pt"
+    torch.save(ckpt, path)
+    assert "fine-tuned" in Embedder("resnet18", str(path)).label
+    with pytest.raises(EmbedderError, match="resnet18 checkpoint, not resnet50"):
+        Embedder("resnet50", str(path))
+
+
+def test_wrong_state_dict_is_refused(tmp_path):
+    path = tmp_path / "r34.pth"
+    torch.save(models.resnet34(weights=None).state_dict(), path)
+    with pytest.raises(EmbedderError, match="does not match the architecture"):
+        Embedder("resnet18", str(path))
+    (tmp_path / "junk.pt").write_bytes(b"not a torch file")
+    with pytest.raises(EmbedderError, match="cannot load weights file"):
+        Embedder("resnet18", str(tmp_path / "junk.pt"))
+    with pytest.raises(EmbedderError, match="weights file not found"):
+        WeightsSpec.parse(str(tmp_path / "missing.pt"))
+
+
+def test_offline_imagenet_gives_one_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+
+    def no_network(*a, **k):
+        raise OSError("Name or service not known")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_network)
+    e = Embedder("resnet18", "imagenet")  # cheap: nothing is fetched until needed
+    assert e.fingerprint.startswith("resnet18|imagenet:")
+    with pytest.raises(WeightsUnavailable) as info:
+        e.load()
+    msg = str(info.value)
+    for alternative in ("--weights PATH", "simviewer train", "--weights none", str(tmp_path / "hub")):
+        assert alternative in msg
