@@ -23,11 +23,11 @@ class CliError(Exception):
 
 
 def _add_library_args(p: argparse.ArgumentParser, model_default: str | None, weights_default: str | None) -> None:
-    from .core.embedder import ARCHITECTURES
+    from .core.registry import ARCHITECTURES
 
+    default = f"default {model_default}" if model_default else "default: the one the folder was indexed with"
     p.add_argument("--model", default=model_default, choices=sorted(ARCHITECTURES), metavar="ARCH",
-                   help=f"backbone: {', '.join(ARCHITECTURES)}" + (f" (default {model_default})" if model_default
-                                                                   else " (default: the one the folder was indexed with)"))
+                   help=f"backbone: {', '.join(ARCHITECTURES)} ({default})")
     p.add_argument("--weights", default=weights_default, metavar="imagenet|none|PATH",
                    help="ImageNet weights (downloaded once, then cached), none for an untrained network, "
                         "or a torchvision state dict / simviewer checkpoint file"
@@ -162,7 +162,8 @@ def _print_summary(library, s) -> None:
     print(f"  {s.total} images: {s.embedded} embedded, {s.reused} reused, {len(s.skipped)} skipped, "
           f"{s.removed} removed; the index holds {s.indexed}")
     speed = f"{s.images_per_second:.1f} images/s while embedding; " if s.embedded else ""
-    print(f"  {speed}{s.seconds:.2f} s in all" + ("; index unchanged" if not s.index_rebuilt and not s.cancelled else ""))
+    unchanged = "; index unchanged" if not s.index_rebuilt and not s.cancelled else ""
+    print(f"  {speed}{s.seconds:.2f} s in all{unchanged}")
     if s.cancelled:
         print("  stopped early: the embeddings computed so far are kept; the previous index is still in use")
     if s.skipped:

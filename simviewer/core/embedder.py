@@ -20,8 +20,9 @@ import torch
 from PIL import Image
 from torch import nn
 from torchvision import models
-from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
+
+from .registry import ARCHITECTURES, DEFAULT_ARCH
 
 log = logging.getLogger(__name__)
 
@@ -32,26 +33,6 @@ UNTRAINED_SEED = 0
 BF16_MIN_COSINE = 0.999
 
 
-@dataclass(frozen=True)
-class Arch:
-    name: str
-    dim: int
-    label: str
-
-
-ARCHITECTURES: dict[str, Arch] = {
-    a.name: a
-    for a in (
-        Arch("resnet18", 512, "ResNet-18"),
-        Arch("resnet34", 512, "ResNet-34"),
-        Arch("resnet50", 2048, "ResNet-50"),
-        Arch("resnet101", 2048, "ResNet-101"),
-        Arch("resnet152", 2048, "ResNet-152"),
-        Arch("googlenet", 1024, "GoogLeNet"),
-        Arch("inception_v3", 2048, "Inception v3"),
-    )
-}
-DEFAULT_ARCH = "resnet50"
 
 
 class EmbedderError(Exception):

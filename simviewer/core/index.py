@@ -13,6 +13,7 @@ manifest names a complete generation, so the previous index stays loadable.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -65,10 +66,8 @@ def _fsync_file(path: Path) -> None:
 
 
 def _fsync_dir(path: Path) -> None:
-    try:
+    with contextlib.suppress(OSError):  # not supported for directories on every platform
         _fsync_file(path)
-    except OSError:  # not supported for directories on every platform
-        pass
 
 
 def _checkpoint(step: str) -> None:

@@ -171,8 +171,7 @@ class Library:
     def _lock(self) -> Iterator[None]:
         self.index_dir.mkdir(parents=True, exist_ok=True)
         (self.index_dir / "library.json").write_text(json.dumps({"folder": str(self.folder)}, indent=2))
-        fh = open(self.index_dir / "lock", "w")
-        try:
+        with open(self.index_dir / "lock", "w") as fh:
             try:
                 import fcntl
 
@@ -184,8 +183,6 @@ class Library:
                     f"{self.folder} is being indexed by another simviewer process; wait for it to finish"
                 ) from None
             yield
-        finally:
-            fh.close()
 
     # -- update ------------------------------------------------------------------------------
     def update(
@@ -290,13 +287,13 @@ class Library:
                 batch = [f.result() for f in pending[:batch_size]]
                 del pending[:batch_size]
                 top_up()
-                to_embed = [p for p in batch if p.tensor is not None]
-                vectors: list[tuple[str, np.ndarray]] = []
-                if to_embed:
-                    # Files with the same new content in one batch are embedded once.
-                    unique: dict[str, torch.Tensor] = {}
-                    for p in to_embed:
+                # New content is embedded once, however many files in flight share it.
+                unique: dict[str, torch.Tensor] = {}
+                for p in batch:
+                    if p.tensor is not None and p.record.hash not in known_hashes:
                         unique.setdefault(p.record.hash, p.tensor)
+                vectors: list[tuple[str, np.ndarray]] = []
+                if unique:
                     t = time.perf_counter()
                     vecs = embedder.embed_tensors(torch.stack(list(unique.values())))
                     embed_seconds += time.perf_counter() - t
@@ -307,10 +304,10 @@ class Library:
                     if p.record.status == "skipped":
                         skipped_now.append((p.record.path, p.record.reason or "unreadable"))
                         yield FileSkipped(p.record.path, p.record.reason or "unreadable")
-                    elif p.tensor is None:
-                        reused += 1
-                    else:
+                    elif p.tensor is not None and unique.get(p.record.hash) is p.tensor:
                         embedded += 1
+                    else:
+                        reused += 1
                 done += len(batch)
                 yield IndexProgress(done, len(todo), embedded, reused, len(skipped_now),
                                     time.perf_counter() - t0, batch[-1].record.path)

@@ -8,7 +8,13 @@ import torch
 from torchvision import models
 
 from simviewer.core import embedder as emb
-from simviewer.core.embedder import CHECKPOINT_FORMAT, Embedder, EmbedderError, WeightsSpec, WeightsUnavailable
+from simviewer.core.embedder import (
+    CHECKPOINT_FORMAT,
+    Embedder,
+    EmbedderError,
+    WeightsSpec,
+    WeightsUnavailable,
+)
 
 from ..conftest import EDITS, make_photo
 

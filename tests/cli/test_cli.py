@@ -1,0 +1,136 @@
+"""The command line end to end, through real subprocesses."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+from ..conftest import EDITS, make_photo, write_jpeg
+
+
+def simviewer(*args, env=None, check=True, **kw) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "simviewer", *map(str, args)], capture_output=True, text=True,
+                          env=env or os.environ.copy(), timeout=300, **kw)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture
+def library(tmp_path):
+    root = tmp_path / "photos"
+    for i in range(6):
+        write_jpeg(root / f"p{i}.jpg", make_photo(60 + i))
+    write_jpeg(root / "sub" / "p3_small.jpg", EDITS["resized"](make_photo(63)))
+    (root / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0garbage")
+    return root
+
+
+def test_no_command_prints_help():
+    out = simviewer()
+    assert "usage: simviewer" in out.stdout and "index" in out.stdout and "query" in out.stdout
+
+
+def test_bad_usage_exits_2():
+    assert simviewer("index", check=False).returncode == 2
+    assert simviewer("query", "x.jpg", check=False).returncode == 2  # --folder missing
+    assert simviewer("index", ".", "--model", "vgg", check=False).returncode == 2
+
+
+def test_index_then_query_json(library, tmp_path):
+    idx = tmp_path / "idx"
+    out = simviewer("index", library, "--model", "resnet18", "--weights", "none", "--index-dir", idx)
+    assert "8 images: 7 embedded, 0 reused, 1 skipped, 0 removed; the index holds 7" in out.stdout
+    assert "Skipped files:" in out.stdout and "broken.jpg" in out.stdout
+    assert "untrained" in out.stdout
+
+    out = simviewer("index", library, "--model", "resnet18", "--weights", "none", "--index-dir", idx, "--json")
+    summary = json.loads(out.stdout)
+    assert summary["embedded"] == 0 and summary["reused"] == 7 and summary["index_rebuilt"] is False
+    assert [s["path"] for s in summary["skipped"]] == ["broken.jpg"]
+
+    out = simviewer("query", library / "sub" / "p3_small.jpg", "--folder", library, "--index-dir", idx,
+                    "-k", "3", "--json")
+    results = json.loads(out.stdout)
+    assert len(results) == 3 and set(results[0]) == {"path", "score"}
+    assert results[0]["path"] == str(library / "p3.jpg")
+    assert all(os.path.isabs(r["path"]) for r in results)
+    assert [r["score"] for r in results] == sorted((r["score"] for r in results), reverse=True)
+    assert str(library / "sub" / "p3_small.jpg") not in [r["path"] for r in results]
+
+    # An image from outside the folder is embedded on the fly and not added.
+    outside = write_jpeg(tmp_path / "q.jpg", EDITS["recompressed"](make_photo(64)))
+    out = simviewer("query", outside, "--folder", library, "--index-dir", idx, "-k", "2")
+    assert str(library / "p4.jpg") in out.stdout.splitlines()[1] and "untrained" in out.stdout
+
+
+def test_failures_exit_1_with_one_line_reason(library, tmp_path):
+    proc = simviewer("query", library / "p0.jpg", "--folder", library, "--index-dir", tmp_path / "none", check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().startswith("simviewer: error:") and "simviewer index" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    proc = simviewer("index", tmp_path / "missing", "--weights", "none", check=False)
+    assert proc.returncode == 1 and "not a folder" in proc.stderr
+    proc = simviewer("query", tmp_path / "nope.jpg", "--folder", library, check=False)
+    assert proc.returncode == 1 and "no such image" in proc.stderr
+
+
+def test_offline_imagenet_fails_cleanly(library, tmp_path):
+    env = os.environ.copy()
+    env["TORCH_HOME"] = str(tmp_path / "empty-torch-home")
+    env["https_proxy"] = env["HTTPS_PROXY"] = "http://127.0.0.1:9"  # a port nothing listens on
+    proc = simviewer("index", library, "--model", "resnet18", "--index-dir", tmp_path / "idx", env=env, check=False)
+    assert proc.returncode == 1
+    assert "--weights none" in proc.stderr and "simviewer train" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_query_with_another_model_reindexes_first(library, tmp_path):
+    idx = tmp_path / "idx"
+    simviewer("index", library, "--model", "resnet18", "--weights", "none", "--index-dir", idx)
+    out = simviewer("query", library / "p1.jpg", "--folder", library, "--index-dir", idx, "--model", "resnet34",
+                    "--weights", "none", "--json")
+    assert len(json.loads(out.stdout)) == 6
+    assert json.loads((idx / "manifest.json").read_text())["model"]["arch"] == "resnet34"
+
+
+def test_sigkill_mid_run_keeps_old_index_and_finished_embeddings(library, tmp_path):
+    idx = tmp_path / "idx"
+    base = ["index", library, "--model", "resnet18", "--weights", "none", "--index-dir", idx]
+    simviewer(*base)
+    for i in range(40):
+        write_jpeg(library / "more" / f"m{i:02d}.jpg", make_photo(900 + i))
+    proc = subprocess.Popen([sys.executable, "-m", "simviewer", *map(str, base), "--batch-size", "1",
+                             "--workers", "1", "--precision", "fp32"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    db = idx / "catalog.sqlite"
+    deadline = time.time() + 120
+    stored = 0
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            with sqlite3.connect(db, timeout=5) as con:
+                stored = con.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0]
+            if stored >= 7 + 3:
+                break
+            time.sleep(0.02)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+
+    # The previous index is intact and still answers queries.
+    out = simviewer("query", library / "p2.jpg", "--folder", library, "--index-dir", idx, "-k", "50", "--json")
+    assert len(json.loads(out.stdout)) == 6
+    with sqlite3.connect(db) as con:
+        kept = con.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0]
+    assert kept >= 10
+    summary = json.loads(simviewer(*base, "--json").stdout)
+    assert summary["embedded"] == 40 - (kept - 7)  # only what the killed run had not stored
+    assert summary["indexed"] == 47

@@ -1,0 +1,176 @@
+"""Library.update: incremental indexing, skipped files, cancellation, queries."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from simviewer.core.catalog import Catalog
+from simviewer.core.embedder import Embedder
+from simviewer.core.index import IndexMismatch
+from simviewer.core.library import (
+    FileSkipped,
+    IndexProgress,
+    IndexSummary,
+    Library,
+    ScanDone,
+    default_index_dir,
+)
+
+from ..conftest import EDITS, bump_mtime, make_photo, write_jpeg
+
+
+class CountingEmbedder(Embedder):
+    """Counts the images that really go through the network."""
+
+    def __init__(self, *a, **k):
+        super().__init__(*a, **k)
+        self.images_embedded = 0
+
+    def embed_tensors(self, batch):
+        self.images_embedded += len(batch)
+        return super().embed_tensors(batch)
+
+
+@pytest.fixture
+def embedder():
+    return CountingEmbedder("resnet18", "none")
+
+
+def run(library, embedder, **kw) -> tuple[IndexSummary, list]:
+    events = list(library.update(embedder, **kw))
+    assert isinstance(events[-1], IndexSummary)
+    return events[-1], events
+
+
+def test_first_index_then_nothing_changed_is_free(photo_folder, embedder):
+    lib = Library(photo_folder)
+    s, events = run(lib, embedder, batch_size=5)
+    assert (s.total, s.embedded, s.reused, s.indexed) == (12, 12, 0, 12)
+    assert embedder.images_embedded == 12
+    assert isinstance(events[0], ScanDone) and events[0].to_process == 12
+    progress = [e for e in events if isinstance(e, IndexProgress)]
+    assert [p.done for p in progress] == [5, 10, 12]
+
+    fresh = CountingEmbedder("resnet18", "none")
+    s2, _ = run(lib, fresh)
+    assert (s2.embedded, s2.reused, s2.index_rebuilt) == (0, 12, False)
+    assert fresh._model is None  # nothing to embed: the network was never even built
+    assert not any(p.name != "photos" for p in photo_folder.parent.iterdir() if p.name.startswith("."))
+    assert str(lib.index_dir).startswith(str(default_index_dir(photo_folder).parent))
+    assert not list(photo_folder.rglob("*.sqlite")) and not list(photo_folder.rglob("*.ann"))
+
+
+def test_incremental_update_embeds_only_new_and_changed(photo_folder, embedder):
+    lib = Library(photo_folder)
+    run(lib, embedder)
+    embedder.images_embedded = 0
+
+    write_jpeg(photo_folder / "home" / "photo00.jpg", make_photo(500))  # changed content
+    write_jpeg(photo_folder / "new" / "added.jpg", make_photo(501))  # new
+    (photo_folder / "trips" / "photo01.jpg").unlink()  # deleted
+    shutil.move(photo_folder / "trips" / "photo03.jpg", photo_folder / "trips" / "renamed.jpg")  # renamed
+    shutil.copy(photo_folder / "home" / "photo02.jpg", photo_folder / "home" / "copy.jpg")  # exact copy
+    bump_mtime(photo_folder / "home" / "photo04.jpg")  # touched, same bytes
+
+    s, _ = run(lib, embedder)
+    assert embedder.images_embedded == 2  # only the changed and the new photo met the network
+    assert (s.total, s.embedded, s.removed, s.indexed) == (13, 2, 2, 13)
+    assert s.reused == 11  # includes the rename, the copy and the touched file
+    index = lib.load_index()
+    keys = set(index.all_keys())
+    assert {"trips/renamed.jpg", "home/copy.jpg", "new/added.jpg"} <= keys
+    assert "trips/photo01.jpg" not in keys and "trips/photo03.jpg" not in keys
+    # The exact copy scores 1.0 against its source.
+    top = index.query_key("home/copy.jpg", k=1)[0]
+    assert top[0] == "home/photo02.jpg" and top[1] == pytest.approx(1.0, abs=1e-5)
+    # The changed photo got a new vector, not the stale one.
+    changed = embedder.embed_paths([photo_folder / "home" / "photo00.jpg"])[0]
+    np.testing.assert_allclose(index.vector("home/photo00.jpg"), changed, atol=2e-3)
+    with Catalog(lib.catalog_path) as cat:
+        assert cat.count_vectors() == 12  # the replaced content's vector was dropped (13 files, 1 copy)
+
+
+@pytest.mark.parametrize("edit", ["resized", "recompressed", "cropped", "bordered"])
+def test_nearest_neighbour_of_an_edited_copy_is_its_original(tmp_path, embedder, edit):
+    root = tmp_path / "lib"
+    for i in range(8):
+        write_jpeg(root / f"orig{i}.jpg", make_photo(40 + i))
+        write_jpeg(root / "edits" / f"copy{i}.jpg", EDITS[edit](make_photo(40 + i)), quality=92)
+    lib = Library(root)
+    run(lib, embedder)
+    index = lib.load_index(embedder.fingerprint)
+    for i in range(8):
+        assert index.query_key(f"edits/copy{i}.jpg", k=1)[0][0] == f"orig{i}.jpg"
+
+
+def test_bad_files_are_skipped_with_reasons_and_the_run_goes_on(photo_folder, embedder):
+    (photo_folder / "empty.jpg").write_bytes(b"")
+    (photo_folder / "notes.png").write_text("shopping list: milk, eggs\n")
+    good = (photo_folder / "home" / "photo00.jpg").read_bytes()
+    (photo_folder / "cut.jpg").write_bytes(good[: len(good) // 3])
+    lib = Library(photo_folder)
+    s, events = run(lib, embedder)
+    reasons = dict(s.skipped)
+    assert set(reasons) == {"empty.jpg", "notes.png", "cut.jpg"}
+    assert "empty" in reasons["empty.jpg"] and "text" in reasons["notes.png"] and "truncated" in reasons["cut.jpg"]
+    assert {e.path for e in events if isinstance(e, FileSkipped)} == set(reasons)
+    assert s.indexed == 12
+    # Unchanged bad files are not retried, but still listed.
+    s2, events2 = run(lib, embedder)
+    assert dict(s2.skipped) == reasons and not [e for e in events2 if isinstance(e, FileSkipped)]
+    with Catalog(lib.catalog_path) as cat:
+        assert dict(cat.skipped()) == reasons
+
+
+def test_stop_keeps_finished_batches_and_the_previous_index(photo_folder, embedder):
+    lib = Library(photo_folder)
+    run(lib, embedder)
+    for i in range(12):
+        write_jpeg(photo_folder / "more" / f"extra{i:02d}.jpg", make_photo(300 + i))
+    batches = []
+    s, _ = run(lib, embedder, batch_size=4, should_stop=lambda: len(batches.append(1) or batches) > 2)
+    assert s.cancelled and not s.index_rebuilt
+    assert s.embedded == 8  # two batches of four finished before the stop
+    index = lib.load_index()
+    assert index.count == 12  # the previous index, untouched and loadable
+    with Catalog(lib.catalog_path) as cat:
+        assert cat.count_vectors(embedder.fingerprint) == 20
+    embedder.images_embedded = 0
+    s2, _ = run(lib, embedder)
+    assert embedder.images_embedded == 4 and s2.indexed == 24
+
+
+def test_switching_model_rebuilds_and_old_manifest_is_refused(photo_folder, embedder):
+    lib = Library(photo_folder)
+    run(lib, embedder)
+    other = Embedder("resnet34", "none")
+    s, _ = run(lib, other)
+    assert s.embedded == 12 and s.index_rebuilt
+    with pytest.raises(IndexMismatch, match="ResNet-34"):
+        lib.load_index(embedder.fingerprint)
+    assert lib.load_index(other.fingerprint).count == 12
+
+
+def test_query_image_outside_library(photo_folder, embedder, tmp_path):
+    lib = Library(photo_folder)
+    run(lib, embedder)
+    outside = write_jpeg(tmp_path / "elsewhere" / "q.jpg", EDITS["resized"](make_photo(7)))
+    index = lib.load_index()
+    results = lib.query_image(outside, 3, index, lambda: embedder)
+    assert results[0][0] == photo_folder / "trips" / "photo07.jpg"
+    inside = lib.query_image(photo_folder / "trips" / "photo07.jpg", 3, index, lambda: pytest.fail("no model needed"))
+    assert photo_folder / "trips" / "photo07.jpg" not in [p for p, _ in inside] and len(inside) == 3
+
+
+def test_second_concurrent_update_is_refused(photo_folder, embedder):
+    from simviewer.core.library import LibraryError
+
+    lib = Library(photo_folder)
+    first = lib.update(embedder)
+    next(first)  # holds the lock while suspended
+    with pytest.raises(LibraryError, match="another simviewer process"):
+        list(Library(photo_folder).update(embedder))
+    list(first)

@@ -1,0 +1,44 @@
+"""Smoke runs of the benchmark scripts on tiny synthetic folders: they must keep working.
+
+No timing is asserted here; figures come from full runs quoted in the README.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from .conftest import make_photo, write_jpeg
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def run(script: str, *args) -> str:
+    out = subprocess.run([sys.executable, str(BENCH / script), *map(str, args)], capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def ratio(text: str) -> float:
+    m = re.search(r"ratio: ([0-9.]+)x", text)
+    assert m, text
+    return float(m.group(1))
+
+
+def test_bench_index_smoke(tmp_path):
+    for i in range(6):
+        write_jpeg(tmp_path / "src" / f"{i}.jpg", make_photo(i))
+    run("bench_index.py", "--make-12mp", tmp_path / "big", "--source", tmp_path / "src", "--count", 3)
+    assert len(list((tmp_path / "big").glob("*.jpg"))) == 3
+    out = run("bench_index.py", tmp_path / "big", "--model", "resnet18", "--naive-limit", 3)
+    assert ratio(out) > 0 and "re-index with nothing changed" in out
+
+
+def test_bench_reindex_smoke(tmp_path):
+    for i in range(4):
+        write_jpeg(tmp_path / "src" / f"{i}.jpg", make_photo(i))
+    out = run("bench_reindex.py", "--source", tmp_path / "src", "-n", 40, "--repeat", 1)
+    assert ratio(out) > 0 and "first index of 40 files" in out
