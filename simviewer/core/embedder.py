@@ -227,14 +227,17 @@ def resolve(arch: str, spec: WeightsSpec) -> Resolved:
     else:
         sd = state["state_dict"] if isinstance(state.get("state_dict"), dict) else state
         sd = {k.removeprefix("module."): v for k, v in sd.items()}
-        _load_into(model, sd, spec.path, ignore_prefix="fc.")
+        if arch == "inception_v3":
+            # torchvision's Inception weights (ported from TensorFlow) expect their input re-scaled.
+            model.transform_input = True
+        _load_into(model, sd, spec.path, ignore_prefix=("fc.", "aux1.", "aux2.", "AuxLogits."))
         label = f"weights file ({Path(spec.path).name})"
     model = _headless(model).eval()
     return Resolved(f"file:{_file_digest(spec.path)}", label, preprocess, lambda: model)
 
 
-def _load_into(model: nn.Module, sd: dict, path: str, ignore_prefix: str | None) -> None:
-    """Load *sd* strictly, except for the classifier head which we drop anyway."""
+def _load_into(model: nn.Module, sd: dict, path: str, ignore_prefix: tuple[str, ...] | None) -> None:
+    """Load *sd* strictly, except for the classifier heads, which are dropped anyway."""
     if not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise EmbedderError(f"{path} does not look like a state dict (non-tensor entries)")
     result = model.load_state_dict(sd, strict=False)

@@ -133,3 +133,17 @@ def test_offline_imagenet_gives_one_clear_error(tmp_path, monkeypatch):
     msg = str(info.value)
     for alternative in ("--weights PATH", "simviewer train", "--weights none", str(tmp_path / "hub")):
         assert alternative in msg
+
+
+def test_googlenet_state_dict_with_aux_heads_loads(tmp_path):
+    net = models.googlenet(weights=None, aux_logits=True, init_weights=True)
+    path = tmp_path / "googlenet.pth"
+    torch.save(net.state_dict(), path)  # includes aux1/aux2/fc, which embedding does not use
+    e = Embedder("googlenet", str(path), precision="fp32")
+    v = e.embed_images([make_photo(3)])
+    assert v.shape == (1, 1024)
+    net.eval()
+    net.fc = torch.nn.Identity()
+    with torch.inference_mode():
+        ref = torch.nn.functional.normalize(net(e.preprocess(make_photo(3))[None]), dim=1)
+    np.testing.assert_allclose(v, ref.numpy(), atol=1e-4)
