@@ -54,7 +54,9 @@ def _positive_int(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="simviewer",
-        description="Find look-alike photos with a CNN and an Annoy index.",
+        usage="simviewer [FOLDER] | simviewer COMMAND ...",
+        description="Find look-alike photos with a CNN and an Annoy index. "
+                    "Without a command, opens the desktop app (on FOLDER if given).",
         epilog="Run `simviewer COMMAND --help` for the options of a command.",
     )
     parser.add_argument("--version", action="version", version=f"simviewer {__version__}")
@@ -80,7 +82,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+COMMANDS = ("index", "query")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or (argv[0] not in COMMANDS and not argv[0].startswith("-")):
+        # `simviewer [FOLDER]`: the desktop app.
+        if len(argv) > 1:
+            build_parser().error(f"unknown command {argv[0]!r}")
+        if argv and not Path(argv[0]).is_dir():
+            build_parser().error(f"{argv[0]!r} is neither a command ({', '.join(COMMANDS)}) nor a folder")
+        from .gui.app import main as gui_main
+
+        return gui_main(argv[0] if argv else None)
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,

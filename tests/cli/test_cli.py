@@ -33,9 +33,14 @@ def library(tmp_path):
     return root
 
 
-def test_no_command_prints_help():
-    out = simviewer()
+def test_help_lists_commands():
+    out = simviewer("--help")
     assert "usage: simviewer" in out.stdout and "index" in out.stdout and "query" in out.stdout
+
+
+def test_unknown_word_that_is_not_a_folder_is_bad_usage():
+    proc = simviewer("idnex", check=False)
+    assert proc.returncode == 2 and "neither a command" in proc.stderr
 
 
 def test_bad_usage_exits_2():

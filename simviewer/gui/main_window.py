@@ -1,0 +1,493 @@
+"""The main window: a library grid, a look-alikes panel, indexing in a worker thread.
+
+No ML code lives here: indexing is ``Library.update`` on a :class:`GeneratorThread`; embedding an
+external image is ``Embedder.embed_paths`` on the same kind of thread; a click on an indexed photo
+is an Annoy lookup (milliseconds) on the GUI thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from PySide6.QtCore import QSettings, QSize, Qt, QTimer
+from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListView,
+    QListWidget,
+    QMainWindow,
+    QMessageBox,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QSplitter,
+    QStackedWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..core.embedder import Embedder, WeightsUnavailable
+from ..core.images import is_image_name
+from ..core.index import AnnIndex
+from ..core.library import FileSkipped, IndexProgress, IndexSummary, Library, ScanDone
+from ..core.registry import ARCHITECTURES, DEFAULT_ARCH
+from .models import FileListModel, FileRow, LibraryProxy, PathRole, PixmapCache, ResultListModel
+from .thumbnails import THUMB_SIZE, ThumbnailLoader
+from .workers import GeneratorThread, stop_all
+
+log = logging.getLogger(__name__)
+
+EMPTY_TEXT = "Open a folder or drop photos here"
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, settings: QSettings | None = None, index_root: Path | None = None) -> None:
+        super().__init__()
+        self.setWindowTitle("simviewer")
+        self.resize(1280, 800)
+        self.setAcceptDrops(True)
+        self.settings = settings or QSettings("simviewer", "simviewer")
+        self.index_root = index_root  # tests put indexes here; None: the per-user data folder
+        self.library: Library | None = None
+        self.index: AnnIndex | None = None
+        self.embedder: Embedder | None = None
+        self.index_worker: GeneratorThread | None = None
+        self.query_worker: GeneratorThread | None = None
+        self.skipped: list[tuple[str, str]] = []
+        self.indexing = False  # True from start_indexing until the worker's last event is handled
+        self.searching = False
+        self.last_summary: IndexSummary | None = None
+        self.last_results: list[FileRow] = []
+
+        self.loader = ThumbnailLoader(None, self)
+        self.cache = PixmapCache()
+        self.grid_model = FileListModel(self.loader, self.cache, self)
+        self.proxy = LibraryProxy(self)
+        self.proxy.setSourceModel(self.grid_model)
+        self.results_model = ResultListModel(self.loader, self.cache, self)
+
+        self._build_ui()
+        self._update_recent_menu()
+
+    # -- layout --------------------------------------------------------------------------------
+    def _build_ui(self) -> None:
+        tb = self.addToolBar("Main")
+        tb.setObjectName("main-toolbar")
+        self.open_action = QAction("Open folder…", self, shortcut=QKeySequence.StandardKey.Open)
+        self.open_action.triggered.connect(self.choose_folder)
+        tb.addAction(self.open_action)
+        self.recent_menu = self.menuBar().addMenu("&Recent")
+        paste = QAction("Paste image", self, shortcut=QKeySequence.StandardKey.Paste)
+        paste.triggered.connect(self.paste_image)
+        self.addAction(paste)
+        tb.addSeparator()
+        tb.addWidget(QLabel(" Model: "))
+        self.arch_box = QComboBox()
+        self.arch_box.addItems(list(ARCHITECTURES))
+        self.arch_box.setCurrentText(self.settings.value("model/arch", DEFAULT_ARCH))
+        tb.addWidget(self.arch_box)
+        self.weights_box = QComboBox()
+        self.weights_box.addItems(["imagenet", "none"])
+        self.weights_box.setItemText(1, "none")
+        self.weights_box.setCurrentText(self.settings.value("model/weights", "imagenet"))
+        tb.addWidget(self.weights_box)
+        apply_model = QPushButton("Use model")
+        apply_model.setToolTip("Re-index the library with the chosen model")
+        apply_model.clicked.connect(self.reindex_with_selected_model)
+        tb.addWidget(apply_model)
+        self.model_label = QLabel("")
+        tb.addWidget(self.model_label)
+
+        # Library grid.
+        self.filter_edit = QLineEdit(placeholderText="Filter by name")
+        self.filter_edit.textChanged.connect(self.proxy.setFilterFixedString)
+        self.sort_box = QComboBox()
+        self.sort_box.addItems(list(LibraryProxy.SORTS))
+        self.sort_box.currentTextChanged.connect(lambda name: self.proxy.sort_by(name))
+        self.grid = QListView()
+        self.grid.setViewMode(QListView.ViewMode.IconMode)
+        self.grid.setResizeMode(QListView.ResizeMode.Adjust)
+        self.grid.setUniformItemSizes(True)
+        self.grid.setLayoutMode(QListView.LayoutMode.Batched)
+        self.grid.setBatchSize(200)
+        self.grid.setIconSize(QSize(THUMB_SIZE, THUMB_SIZE))
+        self.grid.setGridSize(QSize(THUMB_SIZE + 24, THUMB_SIZE + 36))
+        self.grid.setMovement(QListView.Movement.Static)
+        self.grid.setModel(self.proxy)
+        self.grid.clicked.connect(self._grid_clicked)
+        left = QWidget()
+        lv = QVBoxLayout(left)
+        row = QHBoxLayout()
+        row.addWidget(self.filter_edit, 1)
+        row.addWidget(QLabel("Sort:"))
+        row.addWidget(self.sort_box)
+        lv.addLayout(row)
+        lv.addWidget(self.grid)
+
+        # Look-alikes panel.
+        self.query_label = QLabel("Click a photo to see its look-alikes")
+        self.query_label.setWordWrap(True)
+        self.k_spin = QSpinBox(minimum=1, maximum=200, value=int(self.settings.value("results/k", 12)))
+        self.k_spin.valueChanged.connect(self._k_changed)
+        self.results = QListView()
+        self.results.setViewMode(QListView.ViewMode.ListMode)
+        self.results.setIconSize(QSize(96, 96))
+        self.results.setSpacing(2)
+        self.results.setModel(self.results_model)
+        self.results.doubleClicked.connect(lambda idx: self._query_indexed(idx.data(PathRole)))
+        right = QWidget()
+        rv = QVBoxLayout(right)
+        head = QHBoxLayout()
+        head.addWidget(self.query_label, 1)
+        head.addWidget(QLabel("k:"))
+        head.addWidget(self.k_spin)
+        rv.addLayout(head)
+        rv.addWidget(self.results)
+
+        split = QSplitter()
+        split.addWidget(left)
+        split.addWidget(right)
+        split.setSizes([860, 420])
+        self.empty = QLabel(EMPTY_TEXT)
+        self.empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.empty.setStyleSheet("font-size: 20px; color: palette(mid);")
+        self.stack = QStackedWidget()
+        self.stack.addWidget(self.empty)
+        self.stack.addWidget(split)
+        self.setCentralWidget(self.stack)
+
+        # Status bar: progress, ETA, cancel, skipped files.
+        self.progress = QProgressBar()
+        self.progress.setMaximumWidth(260)
+        self.progress.hide()
+        self.status = QLabel("")
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.clicked.connect(self.cancel_indexing)
+        self.cancel_button.hide()
+        self.skipped_button = QPushButton("")
+        self.skipped_button.clicked.connect(self.show_skipped)
+        self.skipped_button.hide()
+        sb = self.statusBar()
+        sb.addWidget(self.status, 1)
+        sb.addPermanentWidget(self.skipped_button)
+        sb.addPermanentWidget(self.progress)
+        sb.addPermanentWidget(self.cancel_button)
+
+    # -- opening and indexing ------------------------------------------------------------------
+    def choose_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Open a photo folder", str(Path.home()))
+        if folder:
+            self.open_folder(folder)
+
+    def _update_recent_menu(self) -> None:
+        self.recent_menu.clear()
+        recent = [p for p in (self.settings.value("recent", []) or []) if os.path.isdir(p)]
+        for p in recent[:10]:
+            self.recent_menu.addAction(p, lambda p=p: self.open_folder(p))
+        self.recent_menu.setEnabled(bool(recent))
+
+    def _remember(self, folder: str) -> None:
+        recent = [folder] + [p for p in (self.settings.value("recent", []) or []) if p != folder]
+        self.settings.setValue("recent", recent[:10])
+        self._update_recent_menu()
+
+    def _index_dir_for(self, folder: Path) -> Path | None:
+        if self.index_root is None:
+            return None
+        from ..core.library import default_index_dir
+
+        return self.index_root / default_index_dir(folder).name
+
+    def open_folder(self, folder: str | os.PathLike) -> None:
+        try:
+            self.library = Library(folder, self._index_dir_for(Path(folder)))
+        except Exception as exc:
+            self.show_error("Cannot open this folder", f"{exc}\n\nChoose another folder.")
+            return
+        self.loader.cache_dir = self.library.index_dir / "thumbnails"
+        self._remember(str(self.library.folder))
+        self.setWindowTitle(f"simviewer — {self.library.folder}")
+        self.stack.setCurrentIndex(1)
+        self._load_existing_index()
+        self.start_indexing()
+
+    def selected_embedder(self) -> Embedder:
+        return Embedder(self.arch_box.currentText(), self.weights_box.currentText())
+
+    def reindex_with_selected_model(self) -> None:
+        self.settings.setValue("model/arch", self.arch_box.currentText())
+        self.settings.setValue("model/weights", self.weights_box.currentText())
+        if self.library is not None:
+            self.start_indexing()
+
+    def start_indexing(self) -> None:
+        if self.library is None:
+            return
+        if self.index_worker is not None and self.index_worker.isRunning():
+            self.index_worker.stop()
+            self.index_worker.wait()
+        try:
+            self.embedder = self.selected_embedder()
+        except Exception as exc:
+            self.show_error("Cannot use this model", str(exc))
+            return
+        self._show_model_label()
+        library, embedder = self.library, self.embedder
+        self.skipped = []
+        worker = GeneratorThread(lambda stop: library.update(embedder, should_stop=stop), "indexing", self)
+        worker.yielded.connect(self._index_event)
+        worker.failed.connect(self._index_failed)
+        worker.done.connect(self._index_done)
+        self.index_worker = worker
+        self._t_index = time.monotonic()
+        self.progress.setRange(0, 0)
+        self.progress.show()
+        self.cancel_button.show()
+        self.status.setText("Scanning the folder…")
+        self.indexing = True
+        worker.start()
+
+    def cancel_indexing(self) -> None:
+        if self.index_worker is not None:
+            self.index_worker.stop()
+            self.status.setText("Stopping after the current batch…")
+
+    def _index_event(self, ev) -> None:
+        if isinstance(ev, ScanDone):
+            self.progress.setRange(0, max(ev.to_process, 1))
+            self.progress.setValue(0)
+            self.status.setText(f"{ev.total} photos; {ev.to_process} to read")
+        elif isinstance(ev, IndexProgress):
+            self.progress.setValue(ev.done)
+            eta = f", about {ev.eta:.0f} s left" if ev.eta is not None else ""
+            self.status.setText(f"Indexing {ev.done} of {ev.total}{eta}")
+        elif isinstance(ev, FileSkipped):
+            self.skipped.append((ev.path, ev.reason))
+        elif isinstance(ev, IndexSummary):
+            self.last_summary = ev
+            self.skipped = ev.skipped
+            stopped = " (stopped: the previous index is still in use)" if ev.cancelled else ""
+            self.status.setText(
+                f"{ev.indexed} photos indexed, {ev.embedded} new, {len(ev.skipped)} skipped, "
+                f"{ev.seconds:.1f} s{stopped}"
+            )
+
+    def _index_failed(self, exc: Exception) -> None:
+        if isinstance(exc, WeightsUnavailable):
+            self.offer_offline_choices(str(exc))
+        else:
+            self.show_error("Indexing failed", f"{exc}\n\nCheck the folder and try again.")
+
+    def _index_done(self, completed: bool) -> None:
+        self.indexing = False
+        self.progress.hide()
+        self.cancel_button.hide()
+        if self.skipped:
+            self.skipped_button.setText(f"Skipped files: {len(self.skipped)}")
+            self.skipped_button.show()
+        else:
+            self.skipped_button.hide()
+        self._load_existing_index()
+
+    def _load_existing_index(self) -> None:
+        if self.library is None:
+            return
+        try:
+            index = self.library.load_index()
+        except Exception as exc:  # no index yet, or a damaged one: indexing will make one
+            log.info("no usable index yet: %s", exc)
+            return
+        if self.index is not None:
+            self.index.close()
+        self.index = index
+        rows = []
+        with self.library.open_catalog() as cat:
+            files = cat.files()
+        for key in index.all_keys():
+            rec = files.get(key)
+            if rec is not None:
+                rows.append(FileRow(self.library.path_for(key), rec.size, rec.mtime_ns, rec.width, rec.height))
+        self.grid_model.set_rows(rows)
+        self.proxy.sort_by(self.sort_box.currentText())
+        self._show_model_label()
+
+    def _show_model_label(self) -> None:
+        if self.index is not None:
+            m = self.index.manifest["model"]
+            untrained = bool(m.get("untrained"))
+            label = m.get("label", "")
+        elif self.embedder is not None:
+            untrained, label = self.embedder.untrained, self.embedder.label
+        else:
+            return
+        self.results_model.untrained = untrained
+        self.model_label.setText(f"  {label}" + ("  ⚠ UNTRAINED" if untrained else ""))
+        self.model_label.setStyleSheet("color: #c0392b; font-weight: bold;" if untrained else "")
+
+    # -- queries -------------------------------------------------------------------------------
+    def _grid_clicked(self, index) -> None:
+        self._query_indexed(index.data(PathRole))
+
+    def _k_changed(self, k: int) -> None:
+        self.settings.setValue("results/k", k)
+        if getattr(self, "_last_query", None):
+            kind, value = self._last_query
+            if kind == "key":
+                self._query_indexed(value)
+
+    def _query_indexed(self, path: str) -> None:
+        if self.index is None or self.library is None or not path:
+            return
+        key = self.library.key_for(path)
+        try:
+            results = self.index.query_key(key, self.k_spin.value())
+        except KeyError:
+            self.query_external([path])
+            return
+        self._last_query = ("key", path)
+        self.query_label.setText(f"Look-alikes of <b>{Path(path).name}</b>")
+        self._show_results([(self.library.path_for(k), s) for k, s in results])
+
+    def _show_results(self, results: list[tuple[Path, float]]) -> None:
+        rows = []
+        for p, score in results:
+            try:
+                st = p.stat()
+            except OSError:
+                continue
+            known = self.grid_model.row_for(p)
+            w, h = (known.width, known.height) if known else (None, None)
+            rows.append(FileRow(p, st.st_size, st.st_mtime_ns, w, h, score))
+        self.last_results = rows
+        self.results_model.set_rows(rows)
+
+    def query_external(self, paths: list[str]) -> None:
+        """Embed an image that is not in the index (dropped or pasted) and show its look-alikes."""
+        if self.index is None or self.library is None:
+            self.show_error("No library open", "Open a folder first, then drop a photo to search it.")
+            return
+        path = paths[0]
+        m = self.index.manifest["model"]
+        index, library, k = self.index, self.library, self.k_spin.value()
+
+        def run(stop):
+            emb = self.embedder if self.embedder and self.embedder.fingerprint == m["fingerprint"] else None
+            if emb is None:
+                emb = Embedder(m["arch"], m["weights"])
+            yield library.query_image(path, k, index, lambda: emb)
+
+        if self.query_worker is not None and self.query_worker.isRunning():
+            self.query_worker.wait()
+        worker = GeneratorThread(run, "query", self)
+        worker.yielded.connect(self._show_results)
+        worker.done.connect(lambda _ok: setattr(self, "searching", False))
+        worker.failed.connect(lambda exc: self.show_error("Cannot search with this image",
+                                                          f"{exc}\n\nTry another image file."))
+        self.query_worker = worker
+        self._last_query = ("external", path)
+        self.query_label.setText(f"Look-alikes of <b>{Path(path).name}</b> (not in the library)")
+        self.searching = True
+        worker.start()
+
+    # -- drag and drop, paste ------------------------------------------------------------------
+    def dragEnterEvent(self, event) -> None:  # noqa: N802 (Qt API)
+        if event.mimeData().hasUrls() or event.mimeData().hasImage():
+            event.acceptProposedAction()
+
+    def dropEvent(self, event) -> None:  # noqa: N802 (Qt API)
+        paths = [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()]
+        self.handle_dropped(paths)
+        event.acceptProposedAction()
+
+    def handle_dropped(self, paths: list[str]) -> None:
+        folders = [p for p in paths if os.path.isdir(p)]
+        if folders:
+            self.open_folder(folders[0])
+            return
+        images = [p for p in paths if os.path.isfile(p) and is_image_name(p)]
+        if not images:
+            names = ", ".join(Path(p).name for p in paths) or "nothing usable"
+            self.show_error("Not an image", f"{names} is not a photo simviewer can read.\n\n"
+                            "Drop JPEG, PNG, WebP, HEIC, TIFF, BMP or GIF files, or a folder to open it.")
+            return
+        self.query_external(images)
+
+    def paste_image(self) -> None:
+        from PySide6.QtWidgets import QApplication
+
+        clip = QApplication.clipboard()
+        mime = clip.mimeData()
+        if mime.hasUrls():
+            self.handle_dropped([u.toLocalFile() for u in mime.urls() if u.isLocalFile()])
+            return
+        image = clip.image()
+        if image.isNull():
+            self.show_error("Nothing to paste", "The clipboard holds no image. Copy a picture, then press Ctrl+V.")
+            return
+        fd, tmp = tempfile.mkstemp(prefix="simviewer-paste-", suffix=".png")
+        os.close(fd)
+        image.save(tmp, "PNG")
+        self.query_external([tmp])
+
+    # -- messages ------------------------------------------------------------------------------
+    def show_error(self, title: str, text: str) -> None:
+        self.status.setText(f"{title}: {text.splitlines()[0]}")
+        if os.environ.get("QT_QPA_PLATFORM") == "offscreen" and os.environ.get("PYTEST_CURRENT_TEST"):
+            self.last_error = (title, text)  # tests read it instead of clicking a modal box
+            return
+        QMessageBox.warning(self, title, text)
+
+    def offer_offline_choices(self, message: str) -> None:
+        box = QMessageBox(self)
+        box.setWindowTitle("ImageNet weights are not available")
+        box.setText("The ImageNet weights could not be loaded (are you offline?).")
+        box.setInformativeText(message)
+        file_btn = box.addButton("Import a weights file…", QMessageBox.ButtonRole.AcceptRole)
+        untrained_btn = box.addButton("Continue untrained", QMessageBox.ButtonRole.AcceptRole)
+        box.addButton(QMessageBox.StandardButton.Cancel)
+        if os.environ.get("PYTEST_CURRENT_TEST"):
+            self.last_error = ("offline", message)
+            return
+        box.exec()
+        if box.clickedButton() is untrained_btn:
+            self.weights_box.setCurrentText("none")
+            self.reindex_with_selected_model()
+        elif box.clickedButton() is file_btn:
+            path, _ = QFileDialog.getOpenFileName(self, "Weights file", str(Path.home()),
+                                                  "PyTorch weights (*.pt *.pth)")
+            if path:
+                if self.weights_box.findText(path) < 0:
+                    self.weights_box.addItem(path)
+                self.weights_box.setCurrentText(path)
+                self.reindex_with_selected_model()
+
+    def show_skipped(self) -> None:
+        dlg = QListWidget()
+        dlg.setWindowTitle(f"Skipped files ({len(self.skipped)})")
+        dlg.addItems([f"{p} — {r}" for p, r in self.skipped])
+        dlg.resize(700, 400)
+        dlg.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dlg.show()
+        self._skipped_dialog = dlg
+
+    # -- closing -------------------------------------------------------------------------------
+    def closeEvent(self, event) -> None:  # noqa: N802 (Qt API)
+        stop_all()
+        self.loader.shutdown()
+        if self.index is not None:
+            self.index.close()
+            self.index = None
+        super().closeEvent(event)
+
+
+def schedule_open(window: MainWindow, folder: str | None) -> None:
+    if folder:
+        QTimer.singleShot(0, lambda: window.open_folder(folder))

@@ -1,0 +1,144 @@
+"""Qt item models over library files and look-alike results (testable without a window)."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+from PySide6.QtCore import QAbstractListModel, QModelIndex, QSortFilterProxyModel, Qt
+from PySide6.QtGui import QColor, QImage, QPixmap
+
+from .thumbnails import THUMB_SIZE, ThumbnailLoader
+
+PathRole = Qt.ItemDataRole.UserRole + 1
+SizeRole = Qt.ItemDataRole.UserRole + 2
+MtimeRole = Qt.ItemDataRole.UserRole + 3
+ScoreRole = Qt.ItemDataRole.UserRole + 4
+
+
+@dataclass(frozen=True)
+class FileRow:
+    path: Path
+    size: int
+    mtime_ns: int
+    width: int | None
+    height: int | None
+    score: float | None = None
+
+
+def human_size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"
+
+
+class PixmapCache:
+    """A bounded LRU of thumbnails as QPixmap (made on the GUI thread from worker QImages)."""
+
+    def __init__(self, capacity: int = 4000) -> None:
+        self.capacity = capacity
+        self._items: OrderedDict[str, QPixmap] = OrderedDict()
+
+    def get(self, key: str) -> QPixmap | None:
+        pm = self._items.get(key)
+        if pm is not None:
+            self._items.move_to_end(key)
+        return pm
+
+    def put(self, key: str, image: QImage) -> None:
+        self._items[key] = QPixmap.fromImage(image)
+        self._items.move_to_end(key)
+        while len(self._items) > self.capacity:
+            self._items.popitem(last=False)
+
+
+class FileListModel(QAbstractListModel):
+    """Rows of files with lazily loaded thumbnails; used by the grid and the results list."""
+
+    def __init__(self, loader: ThumbnailLoader, cache: PixmapCache, parent=None) -> None:
+        super().__init__(parent)
+        self.rows: list[FileRow] = []
+        self._row_of: dict[str, int] = {}
+        self.loader, self.cache = loader, cache
+        self._placeholder = QPixmap(THUMB_SIZE, THUMB_SIZE)
+        self._placeholder.fill(QColor(60, 60, 60))
+        loader.ready.connect(self._thumbnail_ready)
+
+    def set_rows(self, rows: list[FileRow]) -> None:
+        self.beginResetModel()
+        self.rows = rows
+        self._row_of = {str(r.path): i for i, r in enumerate(rows)}
+        self.endResetModel()
+
+    def row_for(self, path: Path) -> FileRow | None:
+        i = self._row_of.get(str(path))
+        return None if i is None else self.rows[i]
+
+    def rowCount(self, parent: QModelIndex | None = None) -> int:  # noqa: N802 (Qt API)
+        return 0 if parent is not None and parent.isValid() else len(self.rows)
+
+    def label(self, row: FileRow) -> str:
+        return row.path.name
+
+    def data(self, index: QModelIndex, role: int = Qt.ItemDataRole.DisplayRole):
+        if not index.isValid():
+            return None
+        row = self.rows[index.row()]
+        if role == Qt.ItemDataRole.DisplayRole:
+            return self.label(row)
+        if role == Qt.ItemDataRole.DecorationRole:
+            key = str(row.path)
+            pm = self.cache.get(key)
+            if pm is None:
+                self.loader.request(key)
+                return self._placeholder
+            return pm
+        if role == Qt.ItemDataRole.ToolTipRole:
+            res = f"{row.width}×{row.height}, " if row.width else ""
+            return f"{row.path}\n{res}{human_size(row.size)}"
+        if role == PathRole:
+            return str(row.path)
+        if role == SizeRole:
+            return row.size
+        if role == MtimeRole:
+            return row.mtime_ns
+        if role == ScoreRole:
+            return row.score
+        return None
+
+    def _thumbnail_ready(self, path: str, image: QImage) -> None:
+        self.cache.put(path, image)
+        i = self._row_of.get(path)
+        if i is not None:
+            idx = self.index(i)
+            self.dataChanged.emit(idx, idx, [Qt.ItemDataRole.DecorationRole])
+
+
+class ResultListModel(FileListModel):
+    """Look-alike results: the label carries the score, name, size and resolution."""
+
+    untrained = False
+
+    def label(self, row: FileRow) -> str:
+        res = f" · {row.width}×{row.height}" if row.width else ""
+        mark = " (untrained)" if self.untrained else ""
+        return f"{(row.score or 0) * 100:.1f} %{mark}\n{row.path.name}\n{human_size(row.size)}{res}"
+
+
+class LibraryProxy(QSortFilterProxyModel):
+    """Filter by name (case-insensitive substring); sort by name, date or size."""
+
+    SORTS = {"Name": Qt.ItemDataRole.DisplayRole, "Date": MtimeRole, "Size": SizeRole}
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.setFilterCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
+        self.setFilterRole(Qt.ItemDataRole.DisplayRole)
+        self.setDynamicSortFilter(False)
+
+    def sort_by(self, name: str, descending: bool = False) -> None:
+        self.setSortRole(self.SORTS[name])
+        self.sort(0, Qt.SortOrder.DescendingOrder if descending else Qt.SortOrder.AscendingOrder)
