@@ -20,17 +20,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import platformdirs
 import torch
 
 from .catalog import Catalog, FileRecord
 from .embedder import Embedder
 from .images import ImageError, WalkErrors, decode_bytes, read_file, walk_images
 from .index import AnnIndex, read_manifest
+from .paths import data_root
 
 log = logging.getLogger(__name__)
 
-DATA_DIR_ENV = "SIMVIEWER_DATA_DIR"
 
 
 class LibraryError(Exception):
@@ -116,11 +115,6 @@ Event = ScanDone | IndexProgress | FileSkipped | IndexBuilding | IndexSummary
 
 
 # -- helpers ------------------------------------------------------------------------------------
-def data_root() -> Path:
-    env = os.environ.get(DATA_DIR_ENV)
-    return Path(env) if env else platformdirs.user_data_path("simviewer", appauthor=False)
-
-
 def default_index_dir(folder: str | os.PathLike) -> Path:
     """Per-user location of a folder's index, keyed by its absolute path."""
     folder = Path(folder).resolve()

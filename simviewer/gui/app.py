@@ -5,8 +5,20 @@ from __future__ import annotations
 import logging
 import sys
 import traceback
+from pathlib import Path
 
 log = logging.getLogger(__name__)
+
+
+def icon_path() -> Path | None:
+    """The app icon: in the source tree, or where a wheel install put it (share/icons)."""
+    for candidate in (
+        Path(__file__).resolve().parents[2] / "resources" / "simviewer.svg",
+        Path(sys.prefix) / "share" / "icons" / "hicolor" / "scalable" / "apps" / "simviewer.svg",
+    ):
+        if candidate.is_file():
+            return candidate
+    return None
 
 
 def main(folder: str | None = None) -> int:
@@ -23,6 +35,11 @@ def main(folder: str | None = None) -> int:
         return 1
     app.setApplicationName("simviewer")
     app.setOrganizationName("simviewer")
+    app.setDesktopFileName("simviewer")
+    if (icon := icon_path()) is not None:
+        from PySide6.QtGui import QIcon
+
+        app.setWindowIcon(QIcon(str(icon)))
     window = MainWindow()
 
     def excepthook(kind, value, tb):

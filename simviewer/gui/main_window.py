@@ -13,9 +13,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from PySide6.QtCore import QSettings, QSize, Qt, QTimer
-from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtCore import QSettings, QSize, Qt, QTimer, QUrl
+from PySide6.QtGui import QAction, QDesktopServices, QKeySequence
 from PySide6.QtWidgets import (
+    QApplication,
     QComboBox,
     QFileDialog,
     QHBoxLayout,
@@ -24,6 +25,7 @@ from PySide6.QtWidgets import (
     QListView,
     QListWidget,
     QMainWindow,
+    QMenu,
     QMessageBox,
     QProgressBar,
     QPushButton,
@@ -37,9 +39,11 @@ from PySide6.QtWidgets import (
 from ..core.embedder import Embedder, WeightsUnavailable
 from ..core.images import is_image_name
 from ..core.index import AnnIndex
-from ..core.library import FileSkipped, IndexProgress, IndexSummary, Library, ScanDone
+from ..core.library import FileSkipped, IndexProgress, IndexSummary, Library, ScanDone, default_index_dir
+from ..core.paths import find_checkpoints
 from ..core.registry import ARCHITECTURES, DEFAULT_ARCH
-from .models import FileListModel, FileRow, LibraryProxy, PathRole, PixmapCache, ResultListModel
+from .compare import CompareDialog
+from .models import FileRow, LibraryGridModel, PathRole, PixmapCache, ResultListModel
 from .thumbnails import THUMB_SIZE, ThumbnailLoader
 from .workers import GeneratorThread, stop_all
 
@@ -63,15 +67,17 @@ class MainWindow(QMainWindow):
         self.query_worker: GeneratorThread | None = None
         self.skipped: list[tuple[str, str]] = []
         self.indexing = False  # True from start_indexing until the worker's last event is handled
+        self.loading = False  # True while the index and grid rows load on a worker
+        self._closing = False
         self.searching = False
+        self._pending_query: str | None = None
+        self._query_embedders: dict[str, Embedder] = {}
         self.last_summary: IndexSummary | None = None
         self.last_results: list[FileRow] = []
 
         self.loader = ThumbnailLoader(None, self)
         self.cache = PixmapCache()
-        self.grid_model = FileListModel(self.loader, self.cache, self)
-        self.proxy = LibraryProxy(self)
-        self.proxy.setSourceModel(self.grid_model)
+        self.grid_model = LibraryGridModel(self.loader, self.cache, self)
         self.results_model = ResultListModel(self.loader, self.cache, self)
 
         self._build_ui()
@@ -84,20 +90,27 @@ class MainWindow(QMainWindow):
         self.open_action = QAction("Open folder…", self, shortcut=QKeySequence.StandardKey.Open)
         self.open_action.triggered.connect(self.choose_folder)
         tb.addAction(self.open_action)
-        self.recent_menu = self.menuBar().addMenu("&Recent")
-        paste = QAction("Paste image", self, shortcut=QKeySequence.StandardKey.Paste)
+        file_menu = self.menuBar().addMenu("&File")
+        file_menu.addAction(self.open_action)
+        self.recent_menu = file_menu.addMenu("Open &recent")
+        paste = QAction("Search with the clipboard image", self, shortcut=QKeySequence.StandardKey.Paste)
         paste.triggered.connect(self.paste_image)
+        file_menu.addAction(paste)
         self.addAction(paste)
+        file_menu.addSeparator()
+        quit_action = QAction("&Quit", self, shortcut=QKeySequence.StandardKey.Quit)
+        quit_action.triggered.connect(self.close)
+        file_menu.addAction(quit_action)
         tb.addSeparator()
         tb.addWidget(QLabel(" Model: "))
         self.arch_box = QComboBox()
         self.arch_box.addItems(list(ARCHITECTURES))
-        self.arch_box.setCurrentText(self.settings.value("model/arch", DEFAULT_ARCH))
+        self.arch_box.setCurrentText(str(self.settings.value("model/arch", DEFAULT_ARCH)))
         tb.addWidget(self.arch_box)
         self.weights_box = QComboBox()
-        self.weights_box.addItems(["imagenet", "none"])
-        self.weights_box.setItemText(1, "none")
-        self.weights_box.setCurrentText(self.settings.value("model/weights", "imagenet"))
+        self.weights_box.setMinimumContentsLength(18)
+        self._fill_weights_box(str(self.settings.value("model/weights", "imagenet")))
+        self.weights_box.activated.connect(self._weights_chosen)
         tb.addWidget(self.weights_box)
         apply_model = QPushButton("Use model")
         apply_model.setToolTip("Re-index the library with the chosen model")
@@ -108,10 +121,10 @@ class MainWindow(QMainWindow):
 
         # Library grid.
         self.filter_edit = QLineEdit(placeholderText="Filter by name")
-        self.filter_edit.textChanged.connect(self.proxy.setFilterFixedString)
+        self.filter_edit.textChanged.connect(self.grid_model.set_filter)
         self.sort_box = QComboBox()
-        self.sort_box.addItems(list(LibraryProxy.SORTS))
-        self.sort_box.currentTextChanged.connect(lambda name: self.proxy.sort_by(name))
+        self.sort_box.addItems(list(LibraryGridModel.SORTS))
+        self.sort_box.currentTextChanged.connect(lambda name: self.grid_model.sort_by(name))
         self.grid = QListView()
         self.grid.setViewMode(QListView.ViewMode.IconMode)
         self.grid.setResizeMode(QListView.ResizeMode.Adjust)
@@ -121,7 +134,7 @@ class MainWindow(QMainWindow):
         self.grid.setIconSize(QSize(THUMB_SIZE, THUMB_SIZE))
         self.grid.setGridSize(QSize(THUMB_SIZE + 24, THUMB_SIZE + 36))
         self.grid.setMovement(QListView.Movement.Static)
-        self.grid.setModel(self.proxy)
+        self.grid.setModel(self.grid_model)
         self.grid.clicked.connect(self._grid_clicked)
         left = QWidget()
         lv = QVBoxLayout(left)
@@ -142,7 +155,10 @@ class MainWindow(QMainWindow):
         self.results.setIconSize(QSize(96, 96))
         self.results.setSpacing(2)
         self.results.setModel(self.results_model)
-        self.results.doubleClicked.connect(lambda idx: self._query_indexed(idx.data(PathRole)))
+        self.results.doubleClicked.connect(lambda idx: self.open_compare(idx.row()))
+        for view in (self.grid, self.results):
+            view.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+            view.customContextMenuRequested.connect(lambda pos, v=view: self._context_menu(v, pos))
         right = QWidget()
         rv = QVBoxLayout(right)
         head = QHBoxLayout()
@@ -202,8 +218,6 @@ class MainWindow(QMainWindow):
     def _index_dir_for(self, folder: Path) -> Path | None:
         if self.index_root is None:
             return None
-        from ..core.library import default_index_dir
-
         return self.index_root / default_index_dir(folder).name
 
     def open_folder(self, folder: str | os.PathLike) -> None:
@@ -219,17 +233,45 @@ class MainWindow(QMainWindow):
         self._load_existing_index()
         self.start_indexing()
 
+    # -- model choice --------------------------------------------------------------------------
+    def _fill_weights_box(self, current: str) -> None:
+        """ImageNet, untrained, fine-tuned checkpoints found in models/, any file chosen before."""
+        box = self.weights_box
+        box.clear()
+        box.addItem("ImageNet", "imagenet")
+        box.addItem("Untrained (random)", "none")
+        for ckpt in find_checkpoints():
+            box.addItem(f"Fine-tuned: {ckpt.name}", str(ckpt))
+        if current not in ("imagenet", "none") and box.findData(current) < 0 and os.path.isfile(current):
+            box.addItem(f"File: {Path(current).name}", current)
+        box.addItem("Weights file…", "")
+        i = box.findData(current)
+        box.setCurrentIndex(i if i >= 0 else 0)
+
+    def selected_weights(self) -> str:
+        return self.weights_box.currentData() or "imagenet"
+
+    def set_weights_choice(self, weights: str) -> None:
+        self._fill_weights_box(weights)
+
+    def _weights_chosen(self, i: int) -> None:
+        if self.weights_box.itemData(i) == "":
+            path, _ = QFileDialog.getOpenFileName(
+                self, "Choose a weights file", str(Path.home()), "PyTorch weights (*.pt *.pth);;All files (*)"
+            )
+            self.set_weights_choice(path or str(self.settings.value("model/weights", "imagenet")))
+
     def selected_embedder(self) -> Embedder:
-        return Embedder(self.arch_box.currentText(), self.weights_box.currentText())
+        return Embedder(self.arch_box.currentText(), self.selected_weights())
 
     def reindex_with_selected_model(self) -> None:
         self.settings.setValue("model/arch", self.arch_box.currentText())
-        self.settings.setValue("model/weights", self.weights_box.currentText())
+        self.settings.setValue("model/weights", self.selected_weights())
         if self.library is not None:
             self.start_indexing()
 
     def start_indexing(self) -> None:
-        if self.library is None:
+        if self.library is None or self._closing:
             return
         if self.index_worker is not None and self.index_worker.isRunning():
             self.index_worker.stop()
@@ -298,25 +340,42 @@ class MainWindow(QMainWindow):
         self._load_existing_index()
 
     def _load_existing_index(self) -> None:
-        if self.library is None:
+        """Load the index and the grid rows on a worker (100k rows take a while), then show them."""
+        if self.library is None or self._closing:
             return
-        try:
-            index = self.library.load_index()
-        except Exception as exc:  # no index yet, or a damaged one: indexing will make one
-            log.info("no usable index yet: %s", exc)
+        library = self.library
+
+        def load(stop):
+            try:
+                index = library.load_index()
+            except Exception as exc:  # no index yet, or a damaged one: indexing will make one
+                log.info("no usable index yet: %s", exc)
+                return
+            with library.open_catalog() as cat:
+                files = cat.files()
+            rows = []
+            for key in index.all_keys():
+                rec = files.get(key)
+                if rec is not None:
+                    rows.append(FileRow(library.path_for(key), rec.size, rec.mtime_ns, rec.width, rec.height))
+            yield library, index, rows
+
+        worker = GeneratorThread(load, "load-index", self)
+        worker.yielded.connect(self._index_loaded)
+        worker.done.connect(lambda _ok: setattr(self, "loading", False))
+        self.loading = True
+        self._load_worker = worker
+        worker.start()
+
+    def _index_loaded(self, loaded) -> None:
+        library, index, rows = loaded
+        if library is not self.library or self._closing:  # another folder was opened meanwhile
+            index.close()
             return
         if self.index is not None:
             self.index.close()
         self.index = index
-        rows = []
-        with self.library.open_catalog() as cat:
-            files = cat.files()
-        for key in index.all_keys():
-            rec = files.get(key)
-            if rec is not None:
-                rows.append(FileRow(self.library.path_for(key), rec.size, rec.mtime_ns, rec.width, rec.height))
-        self.grid_model.set_rows(rows)
-        self.proxy.sort_by(self.sort_box.currentText())
+        self.grid_model.set_library_rows(rows)
         self._show_model_label()
 
     def _show_model_label(self) -> None:
@@ -342,6 +401,8 @@ class MainWindow(QMainWindow):
             kind, value = self._last_query
             if kind == "key":
                 self._query_indexed(value)
+            else:
+                self.query_external([value])
 
     def _query_indexed(self, path: str) -> None:
         if self.index is None or self.library is None or not path:
@@ -370,32 +431,76 @@ class MainWindow(QMainWindow):
         self.results_model.set_rows(rows)
 
     def query_external(self, paths: list[str]) -> None:
-        """Embed an image that is not in the index (dropped or pasted) and show its look-alikes."""
+        """Embed an image that is not in the index (dropped or pasted) and show its look-alikes.
+
+        Searches run one at a time on their own embedder (never the indexing one, so no two
+        threads share a network); a request made while one runs replaces any waiting request.
+        """
         if self.index is None or self.library is None:
             self.show_error("No library open", "Open a folder first, then drop a photo to search it.")
+            return
+        if self._closing:
+            return
+        if self.searching:
+            self._pending_query = paths[0]
             return
         path = paths[0]
         m = self.index.manifest["model"]
         index, library, k = self.index, self.library, self.k_spin.value()
+        embedders = self._query_embedders
 
         def run(stop):
-            emb = self.embedder if self.embedder and self.embedder.fingerprint == m["fingerprint"] else None
+            emb = embedders.get(m["fingerprint"])
             if emb is None:
-                emb = Embedder(m["arch"], m["weights"])
+                emb = embedders[m["fingerprint"]] = Embedder(m["arch"], m["weights"])
             yield library.query_image(path, k, index, lambda: emb)
 
-        if self.query_worker is not None and self.query_worker.isRunning():
-            self.query_worker.wait()
         worker = GeneratorThread(run, "query", self)
         worker.yielded.connect(self._show_results)
-        worker.done.connect(lambda _ok: setattr(self, "searching", False))
         worker.failed.connect(lambda exc: self.show_error("Cannot search with this image",
                                                           f"{exc}\n\nTry another image file."))
+        worker.done.connect(self._query_done)
         self.query_worker = worker
         self._last_query = ("external", path)
         self.query_label.setText(f"Look-alikes of <b>{Path(path).name}</b> (not in the library)")
         self.searching = True
         worker.start()
+
+    def _query_done(self, _completed: bool) -> None:
+        self.searching = False
+        if self._pending_query is not None:
+            path, self._pending_query = self._pending_query, None
+            self.query_external([path])
+
+    # -- compare view and context menu ---------------------------------------------------------
+    def open_compare(self, row: int) -> CompareDialog | None:
+        if not self.last_results or not getattr(self, "_last_query", None):
+            return None
+        dlg = CompareDialog(Path(self._last_query[1]), self.last_results, row, self,
+                            untrained=self.results_model.untrained)
+        dlg.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dlg.show()
+        self.compare_dialog = dlg
+        return dlg
+
+    def _context_menu(self, view: QListView, pos) -> None:
+        idx = view.indexAt(pos)
+        if not idx.isValid():
+            return
+        menu = self.context_menu_for(idx.data(PathRole), view is self.results, idx.row())
+        menu.exec(view.viewport().mapToGlobal(pos))
+
+    def context_menu_for(self, path: str, is_result: bool, row: int) -> QMenu:
+        menu = QMenu(self)
+        menu.addAction("Find look-alikes of this", lambda: self._query_indexed(path))
+        if is_result:
+            menu.addAction("Compare with the query", lambda: self.open_compare(row))
+        menu.addSeparator()
+        menu.addAction("Open the file", lambda: QDesktopServices.openUrl(QUrl.fromLocalFile(path)))
+        menu.addAction("Show in its folder",
+                       lambda: QDesktopServices.openUrl(QUrl.fromLocalFile(str(Path(path).parent))))
+        menu.addAction("Copy its path", lambda: QApplication.clipboard().setText(path))
+        return menu
 
     # -- drag and drop, paste ------------------------------------------------------------------
     def dragEnterEvent(self, event) -> None:  # noqa: N802 (Qt API)
@@ -421,8 +526,6 @@ class MainWindow(QMainWindow):
         self.query_external(images)
 
     def paste_image(self) -> None:
-        from PySide6.QtWidgets import QApplication
-
         clip = QApplication.clipboard()
         mime = clip.mimeData()
         if mime.hasUrls():
@@ -449,7 +552,9 @@ class MainWindow(QMainWindow):
         box = QMessageBox(self)
         box.setWindowTitle("ImageNet weights are not available")
         box.setText("The ImageNet weights could not be loaded (are you offline?).")
-        box.setInformativeText(message)
+        box.setInformativeText(
+            message + "\n\nYou can also fine-tune a model on your own photos and choose it here."
+        )
         file_btn = box.addButton("Import a weights file…", QMessageBox.ButtonRole.AcceptRole)
         untrained_btn = box.addButton("Continue untrained", QMessageBox.ButtonRole.AcceptRole)
         box.addButton(QMessageBox.StandardButton.Cancel)
@@ -458,15 +563,13 @@ class MainWindow(QMainWindow):
             return
         box.exec()
         if box.clickedButton() is untrained_btn:
-            self.weights_box.setCurrentText("none")
+            self.set_weights_choice("none")
             self.reindex_with_selected_model()
         elif box.clickedButton() is file_btn:
             path, _ = QFileDialog.getOpenFileName(self, "Weights file", str(Path.home()),
                                                   "PyTorch weights (*.pt *.pth)")
             if path:
-                if self.weights_box.findText(path) < 0:
-                    self.weights_box.addItem(path)
-                self.weights_box.setCurrentText(path)
+                self.set_weights_choice(path)
                 self.reindex_with_selected_model()
 
     def show_skipped(self) -> None:
@@ -480,6 +583,7 @@ class MainWindow(QMainWindow):
 
     # -- closing -------------------------------------------------------------------------------
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt API)
+        self._closing = True  # events still queued from workers must not start new ones
         stop_all()
         self.loader.shutdown()
         if self.index is not None:

@@ -6,7 +6,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
-from PySide6.QtCore import QAbstractListModel, QModelIndex, QSortFilterProxyModel, Qt
+from PySide6.QtCore import QAbstractListModel, QModelIndex, Qt
 from PySide6.QtGui import QColor, QImage, QPixmap
 
 from .thumbnails import THUMB_SIZE, ThumbnailLoader
@@ -128,17 +128,41 @@ class ResultListModel(FileListModel):
         return f"{(row.score or 0) * 100:.1f} %{mark}\n{row.path.name}\n{human_size(row.size)}{res}"
 
 
-class LibraryProxy(QSortFilterProxyModel):
-    """Filter by name (case-insensitive substring); sort by name, date or size."""
+class LibraryGridModel(FileListModel):
+    """The library grid: filter by name, sort by name, date or size.
 
-    SORTS = {"Name": Qt.ItemDataRole.DisplayRole, "Date": MtimeRole, "Size": SizeRole}
+    Filtering and sorting happen here on plain Python lists (tens of milliseconds at 100k rows)
+    rather than in a QSortFilterProxyModel, which would call data() O(n log n) times.
+    """
 
-    def __init__(self, parent=None) -> None:
-        super().__init__(parent)
-        self.setFilterCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
-        self.setFilterRole(Qt.ItemDataRole.DisplayRole)
-        self.setDynamicSortFilter(False)
+    SORTS = {
+        "Name": lambda r: (r.path.name.lower(), str(r.path)),
+        "Date": lambda r: (r.mtime_ns, str(r.path)),
+        "Size": lambda r: (r.size, str(r.path)),
+    }
+
+    def __init__(self, loader: ThumbnailLoader, cache: PixmapCache, parent=None) -> None:
+        super().__init__(loader, cache, parent)
+        self.all_rows: list[FileRow] = []
+        self.filter_text = ""
+        self.sort_name = "Name"
+        self.descending = False
+
+    def set_library_rows(self, rows: list[FileRow]) -> None:
+        self.all_rows = list(rows)
+        self._apply()
+
+    def set_filter(self, text: str) -> None:
+        self.filter_text = text.strip().lower()
+        self._apply()
 
     def sort_by(self, name: str, descending: bool = False) -> None:
-        self.setSortRole(self.SORTS[name])
-        self.sort(0, Qt.SortOrder.DescendingOrder if descending else Qt.SortOrder.AscendingOrder)
+        self.sort_name, self.descending = name, descending
+        self._apply()
+
+    def _apply(self) -> None:
+        rows = self.all_rows
+        if self.filter_text:
+            needle = self.filter_text
+            rows = [r for r in rows if needle in r.path.name.lower()]
+        self.set_rows(sorted(rows, key=self.SORTS[self.sort_name], reverse=self.descending))

@@ -43,13 +43,13 @@ def folder(tmp_path):
 
 
 def wait_indexed(qtbot, w, timeout=120_000):
-    qtbot.waitUntil(lambda: w.index_worker is not None and not w.indexing, timeout=timeout)
+    qtbot.waitUntil(lambda: w.index_worker is not None and not w.indexing and not w.loading, timeout=timeout)
     assert w.index is not None
 
 
 def click_row(qtbot, w, name):
-    for r in range(w.proxy.rowCount()):
-        idx = w.proxy.index(r, 0)
+    for r in range(w.grid_model.rowCount()):
+        idx = w.grid_model.index(r, 0)
         if idx.data(PathRole).endswith(name):
             w.grid.scrollTo(idx)
             rect = w.grid.visualRect(idx)
@@ -123,8 +123,88 @@ def test_filter_and_sort(qtbot, window, folder):
     window.open_folder(folder)
     wait_indexed(qtbot, window)
     window.filter_edit.setText("SMALL")
-    assert window.proxy.rowCount() == 1
+    assert window.grid_model.rowCount() == 1
     window.filter_edit.setText("")
     window.sort_box.setCurrentText("Size")
-    sizes = [window.proxy.index(r, 0).data(PathRole) for r in range(window.proxy.rowCount())]
+    sizes = [window.grid_model.index(r, 0).data(PathRole) for r in range(window.grid_model.rowCount())]
     assert [os.path.getsize(p) for p in sizes] == sorted(os.path.getsize(p) for p in sizes)
+
+
+def test_compare_view_steps_swaps_and_zooms(qtbot, window, folder):
+    window.open_folder(folder)
+    wait_indexed(qtbot, window)
+    click_row(qtbot, window, "photo3.jpg")
+    first = window.results_model.rows[0].path
+    centre = window.results.visualRect(window.results_model.index(0)).center()
+    # A real double-click is a press/release followed by a double-click event.
+    qtbot.mouseClick(window.results.viewport(), Qt.MouseButton.LeftButton, pos=centre)
+    qtbot.mouseDClick(window.results.viewport(), Qt.MouseButton.LeftButton, pos=centre)
+    dlg = window.compare_dialog
+    qtbot.waitUntil(lambda: not dlg.left.item.pixmap().isNull() and not dlg.right.item.pixmap().isNull(),
+                    timeout=20_000)
+    assert dlg.sides() == (str(folder / "photo3.jpg"), str(first))
+    assert "Match 1 of" in dlg.score_label.text() and "untrained" in dlg.score_label.text()
+    qtbot.keyClick(dlg, Qt.Key.Key_Right)
+    assert dlg.current == 1 and dlg.sides()[1] == str(window.results_model.rows[1].path)
+    qtbot.keyClick(dlg, Qt.Key.Key_Left)
+    assert dlg.current == 0
+    qtbot.keyClick(dlg, Qt.Key.Key_S)
+    assert dlg.sides() == (str(first), str(folder / "photo3.jpg"))
+    dlg.actual_size()
+    assert dlg.left.zoom == 1.0 and not dlg.left.fit_mode
+    dlg.fit()
+    assert dlg.left.fit_mode
+    dlg.close()
+
+
+def test_context_menu_copies_path_and_finds_lookalikes(qtbot, window, folder):
+    from PySide6.QtWidgets import QApplication
+
+    window.open_folder(folder)
+    wait_indexed(qtbot, window)
+    target = str(folder / "edits" / "photo3_small.jpg")
+    menu = window.context_menu_for(target, False, 0)
+    actions = {a.text(): a for a in menu.actions()}
+    assert {"Find look-alikes of this", "Open the file", "Show in its folder", "Copy its path"} <= set(actions)
+    actions["Copy its path"].trigger()
+    assert QApplication.clipboard().text() == target
+    actions["Find look-alikes of this"].trigger()
+    assert window.results_model.rows[0].path == folder / "photo3.jpg"
+
+
+def test_k_is_adjustable(qtbot, window, folder):
+    window.open_folder(folder)
+    wait_indexed(qtbot, window)
+    click_row(qtbot, window, "photo1.jpg")
+    window.k_spin.setValue(3)
+    assert window.results_model.rowCount() == 3
+
+
+def test_checkpoints_in_models_are_offered(qtbot, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "holidays.pt").write_bytes(b"x")
+    settings = QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat)
+    w = MainWindow(settings=settings, index_root=tmp_path / "idx")
+    qtbot.addWidget(w)
+    labels = [w.weights_box.itemText(i) for i in range(w.weights_box.count())]
+    assert labels[:2] == ["ImageNet", "Untrained (random)"]
+    assert "Fine-tuned: holidays.pt" in labels and labels[-1] == "Weights file…"
+    w.close()
+
+
+def test_offline_imagenet_offers_the_choices(qtbot, tmp_path, folder, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url",
+                        lambda *a, **k: (_ for _ in ()).throw(OSError("Name or service not known")))
+    settings = QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat)
+    settings.setValue("model/arch", "resnet18")
+    settings.setValue("model/weights", "imagenet")
+    w = MainWindow(settings=settings, index_root=tmp_path / "idx")
+    qtbot.addWidget(w)
+    w.open_folder(folder)
+    qtbot.waitUntil(lambda: not w.indexing, timeout=60_000)
+    assert w.last_error[0] == "offline" and "--weights none" in w.last_error[1]
+    w.close()
