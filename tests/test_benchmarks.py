@@ -5,10 +5,13 @@ No timing is asserted here; figures come from full runs quoted in the README.
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from .conftest import make_photo, write_jpeg
 
@@ -16,14 +19,15 @@ BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
 def run(script: str, *args) -> str:
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
     out = subprocess.run([sys.executable, str(BENCH / script), *map(str, args)], capture_output=True, text=True,
-                         timeout=600)
+                         timeout=600, env=env)
     assert out.returncode == 0, out.stderr
     return out.stdout
 
 
 def ratio(text: str) -> float:
-    m = re.search(r"ratio: ([0-9.]+)x", text)
+    m = re.search(r"ratio: (?:set-up )?([0-9.]+)x", text)
     assert m, text
     return float(m.group(1))
 
@@ -42,3 +46,19 @@ def test_bench_reindex_smoke(tmp_path):
         write_jpeg(tmp_path / "src" / f"{i}.jpg", make_photo(i))
     out = run("bench_reindex.py", "--source", tmp_path / "src", "-n", 40, "--repeat", 1)
     assert ratio(out) > 0 and "first index of 40 files" in out
+
+
+def test_bench_gui_stall_smoke(tmp_path):
+    pytest.importorskip("PySide6")
+    for i in range(5):
+        write_jpeg(tmp_path / "src" / f"{i}.jpg", make_photo(i))
+    out = run("bench_gui_stall.py", "--source", tmp_path / "src", "--count", 12)
+    assert ratio(out) > 0 and "12 in the grid at the end" in out
+
+
+def test_bench_grid_scroll_smoke(tmp_path):
+    pytest.importorskip("PySide6")
+    for i in range(3):
+        write_jpeg(tmp_path / "src" / f"{i}.jpg", make_photo(i))
+    out = run("bench_grid_scroll.py", "--source", tmp_path / "src", "-n", 300)
+    assert ratio(out) > 0 and "300 photos in the grid" in out

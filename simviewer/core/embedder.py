@@ -42,6 +42,10 @@ class EmbedderError(Exception):
 class WeightsUnavailable(EmbedderError):
     """ImageNet weights are neither cached nor downloadable (usually: offline)."""
 
+    def __init__(self, message: str, arch: str = "", cache_file: str = "") -> None:
+        super().__init__(message)
+        self.arch, self.cache_file = arch, cache_file
+
 
 @dataclass(frozen=True)
 class Preprocess:
@@ -201,7 +205,9 @@ def resolve(arch: str, spec: WeightsSpec) -> Resolved:
                     f"({type(exc).__name__}: {exc}). Alternatives: copy that file there from a machine "
                     "that has it, or pass it with --weights PATH; fine-tune on your own photos with "
                     "`simviewer train`; or use --weights none for an untrained network (works for "
-                    "near-duplicates, weaker for look-alikes)."
+                    "near-duplicates, weaker for look-alikes).",
+                    arch=arch,
+                    cache_file=str(_weights_cache_file(default_weights)),
                 ) from exc
             return _headless(model).eval()
 

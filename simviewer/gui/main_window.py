@@ -10,14 +10,14 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-import time
 from pathlib import Path
 
 from PySide6.QtCore import QSettings, QSize, Qt, QTimer, QUrl
-from PySide6.QtGui import QAction, QDesktopServices, QKeySequence
+from PySide6.QtGui import QAction, QDesktopServices, QKeySequence, QPixmap
 from PySide6.QtWidgets import (
     QApplication,
     QComboBox,
+    QDialog,
     QFileDialog,
     QHBoxLayout,
     QLabel,
@@ -69,11 +69,15 @@ class MainWindow(QMainWindow):
         self.indexing = False  # True from start_indexing until the worker's last event is handled
         self.loading = False  # True while the index and grid rows load on a worker
         self._closing = False
+        self._restart_indexing = False
         self.searching = False
         self._pending_query: str | None = None
         self._query_embedders: dict[str, Embedder] = {}
         self.last_summary: IndexSummary | None = None
         self.last_results: list[FileRow] = []
+        self.last_error: tuple[str, str] | None = None
+        self._last_query: tuple[str, str] | None = None  # ("key" | "external", path)
+        self._query_path: str | None = None
 
         self.loader = ThumbnailLoader(None, self)
         self.cache = PixmapCache()
@@ -159,9 +163,14 @@ class MainWindow(QMainWindow):
         for view in (self.grid, self.results):
             view.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
             view.customContextMenuRequested.connect(lambda pos, v=view: self._context_menu(v, pos))
+        self.query_thumb = QLabel()
+        self.query_thumb.setFixedSize(96, 96)
+        self.query_thumb.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.loader.ready.connect(self._query_thumb_ready)
         right = QWidget()
         rv = QVBoxLayout(right)
         head = QHBoxLayout()
+        head.addWidget(self.query_thumb)
         head.addWidget(self.query_label, 1)
         head.addWidget(QLabel("k:"))
         head.addWidget(self.k_spin)
@@ -227,6 +236,15 @@ class MainWindow(QMainWindow):
             self.show_error("Cannot open this folder", f"{exc}\n\nChoose another folder.")
             return
         self.loader.cache_dir = self.library.index_dir / "thumbnails"
+        # The previous library's index is dropped, not closed: a search may still be using it.
+        self.index = None
+        self._last_query = None
+        self.grid_model.set_library_rows([])
+        self.results_model.set_rows([])
+        self.last_results = []
+        self.query_label.setText("Click a photo to see its look-alikes")
+        self.query_thumb.clear()
+        self.skipped_button.hide()
         self._remember(str(self.library.folder))
         self.setWindowTitle(f"simviewer — {self.library.folder}")
         self.stack.setCurrentIndex(1)
@@ -273,9 +291,13 @@ class MainWindow(QMainWindow):
     def start_indexing(self) -> None:
         if self.library is None or self._closing:
             return
-        if self.index_worker is not None and self.index_worker.isRunning():
+        if self.indexing and self.index_worker is not None:
+            # One run at a time (a library is locked while it updates): stop the current run
+            # without blocking the window; _index_done starts this one when it has ended.
+            self._restart_indexing = True
             self.index_worker.stop()
-            self.index_worker.wait()
+            self.status.setText("Stopping the current run…")
+            return
         try:
             self.embedder = self.selected_embedder()
         except Exception as exc:
@@ -285,11 +307,11 @@ class MainWindow(QMainWindow):
         library, embedder = self.library, self.embedder
         self.skipped = []
         worker = GeneratorThread(lambda stop: library.update(embedder, should_stop=stop), "indexing", self)
-        worker.yielded.connect(self._index_event)
-        worker.failed.connect(self._index_failed)
-        worker.done.connect(self._index_done)
+        # Events of a worker that is no longer current (its done signal was still queued) are dropped.
+        worker.yielded.connect(lambda ev, w=worker: self._index_event(ev) if w is self.index_worker else None)
+        worker.failed.connect(lambda exc, w=worker: self._index_failed(exc) if w is self.index_worker else None)
+        worker.done.connect(lambda ok, w=worker: self._index_done(ok) if w is self.index_worker else None)
         self.index_worker = worker
-        self._t_index = time.monotonic()
         self.progress.setRange(0, 0)
         self.progress.show()
         self.cancel_button.show()
@@ -324,12 +346,16 @@ class MainWindow(QMainWindow):
 
     def _index_failed(self, exc: Exception) -> None:
         if isinstance(exc, WeightsUnavailable):
-            self.offer_offline_choices(str(exc))
+            self.offer_offline_choices(exc)
         else:
             self.show_error("Indexing failed", f"{exc}\n\nCheck the folder and try again.")
 
     def _index_done(self, completed: bool) -> None:
         self.indexing = False
+        if self._restart_indexing:
+            self._restart_indexing = False
+            self.start_indexing()
+            return
         self.progress.hide()
         self.cancel_button.hide()
         if self.skipped:
@@ -372,9 +398,7 @@ class MainWindow(QMainWindow):
         if library is not self.library or self._closing:  # another folder was opened meanwhile
             index.close()
             return
-        if self.index is not None:
-            self.index.close()
-        self.index = index
+        self.index = index  # the old one is released when no search holds it any more
         self.grid_model.set_library_rows(rows)
         self._show_model_label()
 
@@ -397,7 +421,7 @@ class MainWindow(QMainWindow):
 
     def _k_changed(self, k: int) -> None:
         self.settings.setValue("results/k", k)
-        if getattr(self, "_last_query", None):
+        if self._last_query:
             kind, value = self._last_query
             if kind == "key":
                 self._query_indexed(value)
@@ -414,8 +438,28 @@ class MainWindow(QMainWindow):
             self.query_external([path])
             return
         self._last_query = ("key", path)
-        self.query_label.setText(f"Look-alikes of <b>{Path(path).name}</b>")
+        self._set_query(path, external=False)
         self._show_results([(self.library.path_for(k), s) for k, s in results])
+
+    def _set_query(self, path: str, external: bool) -> None:
+        self._query_path = path
+        where = " (not in the library)" if external else ""
+        self.query_label.setText(f"Look-alikes of <b>{Path(path).name}</b>{where}")
+        if external:
+            self.grid.clearSelection()
+        pm = self.cache.get(path)
+        self.query_thumb.clear()
+        if pm is not None:
+            self._query_thumb_ready(path, pm.toImage())
+        else:
+            self.loader.request(path)
+
+    def _query_thumb_ready(self, path: str, image) -> None:
+        if path == self._query_path:
+            self.query_thumb.setPixmap(
+                QPixmap.fromImage(image).scaled(96, 96, Qt.AspectRatioMode.KeepAspectRatio,
+                                                Qt.TransformationMode.SmoothTransformation)
+            )
 
     def _show_results(self, results: list[tuple[Path, float]]) -> None:
         rows = []
@@ -462,7 +506,7 @@ class MainWindow(QMainWindow):
         worker.done.connect(self._query_done)
         self.query_worker = worker
         self._last_query = ("external", path)
-        self.query_label.setText(f"Look-alikes of <b>{Path(path).name}</b> (not in the library)")
+        self._set_query(path, external=True)
         self.searching = True
         worker.start()
 
@@ -474,7 +518,7 @@ class MainWindow(QMainWindow):
 
     # -- compare view and context menu ---------------------------------------------------------
     def open_compare(self, row: int) -> CompareDialog | None:
-        if not self.last_results or not getattr(self, "_last_query", None):
+        if not self.last_results or not self._last_query:
             return None
         dlg = CompareDialog(Path(self._last_query[1]), self.last_results, row, self,
                             untrained=self.results_model.untrained)
@@ -541,31 +585,43 @@ class MainWindow(QMainWindow):
         self.query_external([tmp])
 
     # -- messages ------------------------------------------------------------------------------
-    def show_error(self, title: str, text: str) -> None:
-        self.status.setText(f"{title}: {text.splitlines()[0]}")
-        if os.environ.get("QT_QPA_PLATFORM") == "offscreen" and os.environ.get("PYTEST_CURRENT_TEST"):
-            self.last_error = (title, text)  # tests read it instead of clicking a modal box
-            return
-        QMessageBox.warning(self, title, text)
+    def exec_dialog(self, box: QMessageBox):
+        """Run a modal message box; returns the button clicked. Tests replace this to answer it."""
+        box.exec()
+        return box.clickedButton()
 
-    def offer_offline_choices(self, message: str) -> None:
+    def show_error(self, title: str, text: str) -> None:
+        self.last_error = (title, text)
+        self.status.setText(f"{title}: {text.splitlines()[0]}")
+        box = QMessageBox(QMessageBox.Icon.Warning, title, text, QMessageBox.StandardButton.Ok, self)
+        self.exec_dialog(box)
+
+    def offer_offline_choices(self, exc: WeightsUnavailable) -> None:
+        message = str(exc)
+        arch = ARCHITECTURES[exc.arch].label if exc.arch in ARCHITECTURES else "this model"
         box = QMessageBox(self)
+        box.setIcon(QMessageBox.Icon.Warning)
         box.setWindowTitle("ImageNet weights are not available")
-        box.setText("The ImageNet weights could not be loaded (are you offline?).")
+        box.setText(f"The ImageNet weights for {arch} are not on this computer and could not be downloaded.")
         box.setInformativeText(
-            message + "\n\nYou can also fine-tune a model on your own photos and choose it here."
+            "How would you like to go on?\n\n"
+            f"• Import a weights file: for example {Path(exc.cache_file).name or 'the .pth file'} "
+            "copied from a computer that has it.\n"
+            "• Continue untrained: finds near-duplicates, but look-alikes are weaker. It is marked "
+            "\"untrained\" wherever results show.\n"
+            "• Or fine-tune a model on your own photos and choose it in the toolbar."
         )
+        box.setDetailedText(message)
         file_btn = box.addButton("Import a weights file…", QMessageBox.ButtonRole.AcceptRole)
         untrained_btn = box.addButton("Continue untrained", QMessageBox.ButtonRole.AcceptRole)
         box.addButton(QMessageBox.StandardButton.Cancel)
-        if os.environ.get("PYTEST_CURRENT_TEST"):
-            self.last_error = ("offline", message)
-            return
-        box.exec()
-        if box.clickedButton() is untrained_btn:
+        self.last_error = ("offline", message)
+        self.status.setText("ImageNet weights are not available: choose how to go on")
+        clicked = self.exec_dialog(box)
+        if clicked is untrained_btn:
             self.set_weights_choice("none")
             self.reindex_with_selected_model()
-        elif box.clickedButton() is file_btn:
+        elif clicked is file_btn:
             path, _ = QFileDialog.getOpenFileName(self, "Weights file", str(Path.home()),
                                                   "PyTorch weights (*.pt *.pth)")
             if path:
@@ -573,13 +629,31 @@ class MainWindow(QMainWindow):
                 self.reindex_with_selected_model()
 
     def show_skipped(self) -> None:
-        dlg = QListWidget()
+        """A list of every file that is not in the index, with the reason; copyable as text."""
+        dlg = QDialog(self)
         dlg.setWindowTitle(f"Skipped files ({len(self.skipped)})")
-        dlg.addItems([f"{p} — {r}" for p, r in self.skipped])
-        dlg.resize(700, 400)
+        lines = [f"{p}: {r}" for p, r in self.skipped]
+        listing = QListWidget()
+        listing.addItems(lines)
+        copy = QPushButton("Copy the list")
+        copy.clicked.connect(lambda: QApplication.clipboard().setText("\n".join(lines)))
+        close = QPushButton("Close")
+        close.clicked.connect(dlg.accept)
+        note = QLabel("These files were not indexed. Fix or replace them and open the folder again; "
+                      "unchanged files are not retried.")
+        note.setWordWrap(True)
+        lay = QVBoxLayout(dlg)
+        lay.addWidget(note)
+        lay.addWidget(listing, 1)
+        row = QHBoxLayout()
+        row.addStretch(1)
+        row.addWidget(copy)
+        row.addWidget(close)
+        lay.addLayout(row)
+        dlg.resize(760, 420)
         dlg.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         dlg.show()
-        self._skipped_dialog = dlg
+        self.skipped_dialog = dlg
 
     # -- closing -------------------------------------------------------------------------------
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt API)

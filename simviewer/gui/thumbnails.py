@@ -75,14 +75,29 @@ class ThumbnailLoader(QObject):
         self.pool = QThreadPool(self)
         self.pool.setMaxThreadCount(2)
         self._requested: set[str] = set()
+        self._serial = 0
+        self._failed: set[str] = set()  # never retried: a file that failed once fails again
         self.ready.connect(lambda p, _img: self._requested.discard(p))
-        self.failed.connect(lambda p, _msg: None)
+        self.failed.connect(self._on_failed)
+
+    # Beyond this many queued decodes the user has scrolled past them: drop the backlog (rows
+    # still on screen ask again when they are painted).
+    MAX_BACKLOG = 400
+
+    def _on_failed(self, path: str, reason: str) -> None:
+        self._requested.discard(path)
+        self._failed.add(path)
+        log.info("no thumbnail for %s: %s", path, reason)
 
     def request(self, path: str) -> None:
-        if path in self._requested:
+        if path in self._requested or path in self._failed:
             return
+        if len(self._requested) >= self.MAX_BACKLOG:
+            self.pool.clear()
+            self._requested.clear()
         self._requested.add(path)
-        self.pool.start(_Job(self, path))
+        self._serial += 1
+        self.pool.start(_Job(self, path), self._serial)  # newest first: what is on screen now
 
     def shutdown(self) -> None:
         self.pool.clear()

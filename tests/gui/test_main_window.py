@@ -6,6 +6,7 @@ import pytest
 
 pytest.importorskip("PySide6")
 from PySide6.QtCore import QSettings, Qt  # noqa: E402
+from PySide6.QtWidgets import QListWidget  # noqa: E402
 
 from simviewer.gui import workers  # noqa: E402
 from simviewer.gui.main_window import EMPTY_TEXT, MainWindow  # noqa: E402
@@ -26,6 +27,7 @@ def window(qtbot, tmp_path):
     settings.setValue("model/arch", "resnet18")
     settings.setValue("model/weights", "none")
     w = MainWindow(settings=settings, index_root=tmp_path / "indexes")
+    w.exec_dialog = lambda box: None  # message boxes are recorded in last_error, not shown
     qtbot.addWidget(w)
     w.show()
     yield w
@@ -67,6 +69,10 @@ def test_open_index_click_lists_edited_copy_first(qtbot, window, folder):
     wait_indexed(qtbot, window)
     assert window.grid_model.rowCount() == 9
     assert window.skipped_button.isVisible() and "1" in window.skipped_button.text()
+    window.skipped_button.click()
+    listing = window.skipped_dialog.findChild(QListWidget)
+    assert listing.count() == 1 and listing.item(0).text().startswith("broken.jpg: not an image")
+    window.skipped_dialog.close()
     assert "UNTRAINED" in window.model_label.text()
     click_row(qtbot, window, "edits/photo3_small.jpg")
     assert window.results_model.rowCount() >= 1
@@ -203,8 +209,45 @@ def test_offline_imagenet_offers_the_choices(qtbot, tmp_path, folder, monkeypatc
     settings.setValue("model/arch", "resnet18")
     settings.setValue("model/weights", "imagenet")
     w = MainWindow(settings=settings, index_root=tmp_path / "idx")
+    shown = []
+
+    def answer(box):  # the user reads the choices and picks "Continue untrained"
+        shown.append(box.text() + "\n" + box.informativeText())
+        return next(b for b in box.buttons() if b.text() == "Continue untrained")
+
+    w.exec_dialog = answer
     qtbot.addWidget(w)
     w.open_folder(folder)
-    qtbot.waitUntil(lambda: not w.indexing, timeout=60_000)
+    qtbot.waitUntil(lambda: w.last_error is not None, timeout=60_000)
     assert w.last_error[0] == "offline" and "--weights none" in w.last_error[1]
+    assert "Import a weights file" in shown[0] and "Continue untrained" in shown[0]
+    # The choice re-indexes with the untrained network, visibly labelled.
+    wait_indexed(qtbot, w)
+    assert w.selected_weights() == "none" and "UNTRAINED" in w.model_label.text()
+    assert w.index.count == 9
     w.close()
+
+
+def test_switching_model_reindexes(qtbot, window, folder):
+    window.open_folder(folder)
+    wait_indexed(qtbot, window)
+    window.arch_box.setCurrentText("resnet34")
+    window.reindex_with_selected_model()
+    assert window.indexing
+    wait_indexed(qtbot, window)
+    assert window.index.manifest["model"]["arch"] == "resnet34"
+    assert "ResNet-34" in window.model_label.text()
+    click_row(qtbot, window, "edits/photo3_small.jpg")
+    assert window.results_model.rows[0].path == folder / "photo3.jpg"
+
+
+def test_opening_another_folder_mid_run_switches_cleanly(qtbot, window, folder, tmp_path):
+    other = tmp_path / "other"
+    for i in range(3):
+        write_jpeg(other / f"o{i}.jpg", make_photo(700 + i))
+    window.open_folder(folder)
+    qtbot.waitUntil(lambda: window.indexing, timeout=5000)
+    window.open_folder(other)  # the first run is stopped, then the second starts
+    wait_indexed(qtbot, window)
+    assert window.library.folder == other
+    assert sorted(r.path.name for r in window.grid_model.rows) == ["o0.jpg", "o1.jpg", "o2.jpg"]
