@@ -7,6 +7,7 @@ is an Annoy lookup (milliseconds) on the GUI thread.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tempfile
@@ -78,6 +79,7 @@ class MainWindow(QMainWindow):
         self.last_error: tuple[str, str] | None = None
         self._last_query: tuple[str, str] | None = None  # ("key" | "external", path)
         self._query_path: str | None = None
+        self._pasted_files: list[str] = []
 
         self.loader = ThumbnailLoader(None, self)
         self.cache = PixmapCache()
@@ -582,6 +584,7 @@ class MainWindow(QMainWindow):
         fd, tmp = tempfile.mkstemp(prefix="simviewer-paste-", suffix=".png")
         os.close(fd)
         image.save(tmp, "PNG")
+        self._pasted_files.append(tmp)  # removed when the window closes
         self.query_external([tmp])
 
     # -- messages ------------------------------------------------------------------------------
@@ -659,6 +662,9 @@ class MainWindow(QMainWindow):
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt API)
         self._closing = True  # events still queued from workers must not start new ones
         stop_all()
+        for tmp in self._pasted_files:
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
         self.loader.shutdown()
         if self.index is not None:
             self.index.close()

@@ -251,3 +251,26 @@ def test_opening_another_folder_mid_run_switches_cleanly(qtbot, window, folder, 
     wait_indexed(qtbot, window)
     assert window.library.folder == other
     assert sorted(r.path.name for r in window.grid_model.rows) == ["o0.jpg", "o1.jpg", "o2.jpg"]
+
+
+def test_ctrl_v_pastes_an_image_and_searches(qtbot, window, folder):
+    from PySide6.QtGui import QImage
+    from PySide6.QtWidgets import QApplication
+
+    window.open_folder(folder)
+    wait_indexed(qtbot, window)
+    pasted = QImage(str(folder / "photo6.jpg")).scaled(160, 120)  # a smaller copy, as a screenshot tool gives
+    QApplication.clipboard().setImage(pasted)
+    qtbot.keyClick(window, Qt.Key.Key_V, Qt.KeyboardModifier.ControlModifier)
+    qtbot.waitUntil(lambda: window.query_worker is not None and not window.searching, timeout=60_000)
+    assert window.results_model.rows[0].path == folder / "photo6.jpg"
+    assert "not in the library" in window.query_label.text()
+
+
+def test_recent_folders_are_remembered(qtbot, window, folder, tmp_path):
+    window.open_folder(folder)
+    wait_indexed(qtbot, window)
+    w2 = MainWindow(settings=window.settings, index_root=tmp_path / "indexes")
+    qtbot.addWidget(w2)
+    assert [a.text() for a in w2.recent_menu.actions()] == [str(folder)]
+    w2.close()
