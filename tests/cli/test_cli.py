@@ -139,3 +139,18 @@ def test_sigkill_mid_run_keeps_old_index_and_finished_embeddings(library, tmp_pa
     summary = json.loads(simviewer(*base, "--json").stdout)
     assert summary["embedded"] == 40 - (kept - 7)  # only what the killed run had not stored
     assert summary["indexed"] == 47
+
+
+def test_explain_writes_the_pair_side_by_side(library, tmp_path):
+    from PIL import Image
+
+    out = tmp_path / "why" / "pair.png"
+    proc = simviewer("explain", library / "p3.jpg", library / "sub" / "p3_small.jpg", "-o", out,
+                     "--model", "resnet18", "--weights", "none", "--height", "200")
+    assert "cosine" in proc.stdout and "untrained" in proc.stdout
+    with Image.open(out) as im:
+        # two 4:3 photos at height 200, a 12 px gap, a caption band of 36 px
+        assert im.size == (267 + 12 + 267, 236)
+    bad = simviewer("explain", library / "p3.jpg", library / "p4.jpg", "-o", out, "--model", "resnet18",
+                    "--weights", "none", "--layer", "nope", check=False)
+    assert bad.returncode == 1 and "no layer named 'nope'" in bad.stderr
