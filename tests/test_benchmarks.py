@@ -62,3 +62,10 @@ def test_bench_grid_scroll_smoke(tmp_path):
         write_jpeg(tmp_path / "src" / f"{i}.jpg", make_photo(i))
     out = run("bench_grid_scroll.py", "--source", tmp_path / "src", "-n", 300)
     assert ratio(out) > 0 and "300 photos in the grid" in out
+
+
+def test_bench_explain_smoke(tmp_path):
+    for i in range(4):
+        write_jpeg(tmp_path / "src" / f"{i}.jpg", make_photo(i))
+    out = run("bench_explain.py", tmp_path / "src", "--model", "resnet18", "--pairs", 2)
+    assert ratio(out) > 0 and "s per pair" in out

@@ -17,6 +17,7 @@ from PySide6.QtCore import QSettings, QSize, Qt, QTimer, QUrl
 from PySide6.QtGui import QAction, QDesktopServices, QKeySequence, QPixmap
 from PySide6.QtWidgets import (
     QApplication,
+    QCheckBox,
     QComboBox,
     QDialog,
     QFileDialog,
@@ -30,6 +31,7 @@ from PySide6.QtWidgets import (
     QMessageBox,
     QProgressBar,
     QPushButton,
+    QSlider,
     QSpinBox,
     QSplitter,
     QStackedWidget,
@@ -44,6 +46,7 @@ from ..core.library import FileSkipped, IndexProgress, IndexSummary, Library, Sc
 from ..core.paths import find_checkpoints
 from ..core.registry import ARCHITECTURES, DEFAULT_ARCH
 from .compare import CompareDialog
+from .explain import ExplainService, ModelInfoDialog
 from .models import FileRow, LibraryGridModel, PathRole, PixmapCache, ResultListModel
 from .thumbnails import THUMB_SIZE, ThumbnailLoader
 from .workers import GeneratorThread, stop_all
@@ -85,6 +88,9 @@ class MainWindow(QMainWindow):
         self.cache = PixmapCache()
         self.grid_model = LibraryGridModel(self.loader, self.cache, self)
         self.results_model = ResultListModel(self.loader, self.cache, self)
+        self.explain = ExplainService(self)
+        self.explain.explained.connect(self._pair_explained)
+        self.explain.failed.connect(lambda q, m, why: self.status.setText(f"No heat map for {Path(m).name}: {why}"))
 
         self._build_ui()
         self._update_recent_menu()
@@ -107,6 +113,8 @@ class MainWindow(QMainWindow):
         quit_action = QAction("&Quit", self, shortcut=QKeySequence.StandardKey.Quit)
         quit_action.triggered.connect(self.close)
         file_menu.addAction(quit_action)
+        model_menu = self.menuBar().addMenu("&Model")
+        model_menu.addAction("Layers and receptive fields…", self.show_model_info)
         tb.addSeparator()
         tb.addWidget(QLabel(" Model: "))
         self.arch_box = QComboBox()
@@ -165,6 +173,17 @@ class MainWindow(QMainWindow):
         for view in (self.grid, self.results):
             view.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
             view.customContextMenuRequested.connect(lambda pos, v=view: self._context_menu(v, pos))
+        self.heat_box = QCheckBox("Heat maps")
+        self.heat_box.setToolTip("Show on each match the regions that make it similar to the query (Grad-CAM)")
+        self.heat_box.setChecked(self.settings.value("results/heat", "false") == "true")
+        self.heat_box.toggled.connect(self._heat_toggled)
+        self.opacity = QSlider(Qt.Orientation.Horizontal)
+        self.opacity.setRange(10, 90)
+        self.opacity.setValue(int(self.settings.value("results/opacity", 50)))
+        self.opacity.setMaximumWidth(120)
+        self.opacity.setToolTip("Heat-map opacity")
+        self.opacity.valueChanged.connect(self._opacity_changed)
+        self.results_model.show_overlays = self.heat_box.isChecked()
         self.query_thumb = QLabel()
         self.query_thumb.setFixedSize(96, 96)
         self.query_thumb.setAlignment(Qt.AlignmentFlag.AlignCenter)
@@ -177,7 +196,14 @@ class MainWindow(QMainWindow):
         head.addWidget(QLabel("k:"))
         head.addWidget(self.k_spin)
         rv.addLayout(head)
+        heat_row = QHBoxLayout()
+        heat_row.addWidget(self.heat_box)
+        heat_row.addWidget(QLabel("opacity"))
+        heat_row.addWidget(self.opacity)
+        heat_row.addStretch(1)
+        rv.addLayout(heat_row)
         rv.addWidget(self.results)
+        self.results.verticalScrollBar().valueChanged.connect(lambda _v: self._request_visible_maps())
 
         split = QSplitter()
         split.addWidget(left)
@@ -401,6 +427,7 @@ class MainWindow(QMainWindow):
             index.close()
             return
         self.index = index  # the old one is released when no search holds it any more
+        self.explain.set_model(index.manifest["model"])
         self.grid_model.set_library_rows(rows)
         self._show_model_label()
 
@@ -474,7 +501,11 @@ class MainWindow(QMainWindow):
             w, h = (known.width, known.height) if known else (None, None)
             rows.append(FileRow(p, st.st_size, st.st_mtime_ns, w, h, score))
         self.last_results = rows
+        self.results_model.overlays.clear()
         self.results_model.set_rows(rows)
+        for row in rows:  # maps computed before for this query show at once
+            self._apply_overlay(row.path)
+        self._request_visible_maps()
 
     def query_external(self, paths: list[str]) -> None:
         """Embed an image that is not in the index (dropped or pasted) and show its look-alikes.
@@ -519,11 +550,13 @@ class MainWindow(QMainWindow):
             self.query_external([path])
 
     # -- compare view and context menu ---------------------------------------------------------
-    def open_compare(self, row: int) -> CompareDialog | None:
+    def open_compare(self, row: int, heat: bool | None = None) -> CompareDialog | None:
         if not self.last_results or not self._last_query:
             return None
         dlg = CompareDialog(Path(self._last_query[1]), self.last_results, row, self,
-                            untrained=self.results_model.untrained)
+                            untrained=self.results_model.untrained, explain=self.explain,
+                            overlays=self.heat_box.isChecked() if heat is None else heat,
+                            opacity=self.opacity.value() / 100)
         dlg.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         dlg.show()
         self.compare_dialog = dlg
@@ -541,12 +574,63 @@ class MainWindow(QMainWindow):
         menu.addAction("Find look-alikes of this", lambda: self._query_indexed(path))
         if is_result:
             menu.addAction("Compare with the query", lambda: self.open_compare(row))
+            menu.addAction("Explain this match (heat maps)", lambda: self.open_compare(row, heat=True))
         menu.addSeparator()
         menu.addAction("Open the file", lambda: QDesktopServices.openUrl(QUrl.fromLocalFile(path)))
         menu.addAction("Show in its folder",
                        lambda: QDesktopServices.openUrl(QUrl.fromLocalFile(str(Path(path).parent))))
         menu.addAction("Copy its path", lambda: QApplication.clipboard().setText(path))
         return menu
+
+    # -- heat maps -----------------------------------------------------------------------------
+    def _heat_toggled(self, on: bool) -> None:
+        self.settings.setValue("results/heat", "true" if on else "false")
+        self.results_model.show_overlays = on
+        self._request_visible_maps()
+        self.results_model.refresh_decorations()
+
+    def _opacity_changed(self, value: int) -> None:
+        self.settings.setValue("results/opacity", value)
+        for row in self.last_results:
+            self._apply_overlay(row.path)
+
+    def _request_visible_maps(self) -> None:
+        """Ask for the heat maps of the matches on screen (and a few below), nearest first."""
+        if not self.heat_box.isChecked() or self._query_path is None:
+            return
+        viewport = self.results.viewport().rect()
+        visible = [r for r in range(self.results_model.rowCount())
+                   if self.results.visualRect(self.results_model.index(r)).intersects(viewport)]
+        if not visible:
+            visible = list(range(min(4, self.results_model.rowCount())))
+        wanted = list(range(visible[0], min(visible[-1] + 3, self.results_model.rowCount())))
+        for r in reversed(wanted):  # the queue is last-in first-out: the top row comes first
+            self.explain.request(self._query_path, str(self.results_model.rows[r].path))
+
+    def _apply_overlay(self, match: Path) -> None:
+        if self._query_path is None:
+            return
+        pair = self.explain.get(self._query_path, str(match))
+        if pair is not None:
+            image = pair.overlay_thumb("b", self.opacity.value() / 100)
+            self.results_model.set_overlay(str(match), QPixmap.fromImage(image))
+
+    def _pair_explained(self, pair) -> None:
+        if pair.query == self._query_path:
+            self._apply_overlay(Path(pair.match))
+
+    def show_model_info(self) -> None:
+        if self.index is None:
+            self.show_error("No library open", "Open a folder first: the table describes the model it uses.")
+            return
+        model = self.index.manifest["model"]
+        crop = Embedder(model["arch"], model["weights"]).preprocess.crop  # no network is built for this
+        dlg = ModelInfoDialog(model.get("label", model["arch"]), crop, self)
+        self.explain.stages_ready.connect(dlg.set_stages)
+        self.explain.request_stages()
+        dlg.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dlg.show()
+        self.model_dialog = dlg
 
     # -- drag and drop, paste ------------------------------------------------------------------
     def dragEnterEvent(self, event) -> None:  # noqa: N802 (Qt API)

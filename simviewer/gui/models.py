@@ -118,9 +118,33 @@ class FileListModel(QAbstractListModel):
 
 
 class ResultListModel(FileListModel):
-    """Look-alike results: the label carries the score, name, size and resolution."""
+    """Look-alike results: the label carries the score, name, size and resolution; with heat maps
+    on, the decoration is the match with its Grad-CAM overlay once it has been computed."""
 
     untrained = False
+
+    def __init__(self, loader: ThumbnailLoader, cache: PixmapCache, parent=None) -> None:
+        super().__init__(loader, cache, parent)
+        self.overlays: dict[str, QPixmap] = {}
+        self.show_overlays = False
+
+    def set_overlay(self, path: str, pixmap: QPixmap) -> None:
+        self.overlays[path] = pixmap
+        i = self._row_of.get(path)
+        if i is not None:
+            idx = self.index(i)
+            self.dataChanged.emit(idx, idx, [Qt.ItemDataRole.DecorationRole])
+
+    def refresh_decorations(self) -> None:
+        if self.rows:
+            self.dataChanged.emit(self.index(0), self.index(len(self.rows) - 1), [Qt.ItemDataRole.DecorationRole])
+
+    def data(self, index: QModelIndex, role: int = Qt.ItemDataRole.DisplayRole):
+        if role == Qt.ItemDataRole.DecorationRole and self.show_overlays and index.isValid():
+            pm = self.overlays.get(str(self.rows[index.row()].path))
+            if pm is not None:
+                return pm
+        return super().data(index, role)
 
     def label(self, row: FileRow) -> str:
         res = f" · {row.width}×{row.height}" if row.width else ""

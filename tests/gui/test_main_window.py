@@ -274,3 +274,47 @@ def test_recent_folders_are_remembered(qtbot, window, folder, tmp_path):
     qtbot.addWidget(w2)
     assert [a.text() for a in w2.recent_menu.actions()] == [str(folder)]
     w2.close()
+
+
+def test_heat_maps_on_results_and_in_the_compare_view(qtbot, window, folder):
+    window.open_folder(folder)
+    wait_indexed(qtbot, window)
+    click_row(qtbot, window, "photo3.jpg")
+    window.heat_box.setChecked(True)
+    first = str(window.results_model.rows[0].path)
+    qtbot.waitUntil(lambda: first in window.results_model.overlays, timeout=60_000)
+    decoration = window.results_model.index(0).data(Qt.ItemDataRole.DecorationRole)
+    assert decoration.cacheKey() == window.results_model.overlays[first].cacheKey()
+    pair = window.explain.get(str(folder / "photo3.jpg"), first)
+    assert pair.result.layer == "layer4" and pair.result.cam_b.shape == (7, 7)
+    # Opacity changes re-blend from the cached map, without recomputing it.
+    before = window.results_model.overlays[first].toImage()
+    window.opacity.setValue(90)
+    assert window.results_model.overlays[first].toImage() != before
+    assert window.explain.get(str(folder / "photo3.jpg"), first) is pair
+
+    # "Explain this match" opens the compare view with both maps; hovering shows a field.
+    menu = window.context_menu_for(first, True, 0)
+    next(a for a in menu.actions() if a.text().startswith("Explain this match")).trigger()
+    dlg = window.compare_dialog
+    assert dlg.heat_on()
+    qtbot.waitUntil(lambda: dlg.left.hover is not None and dlg.right.hover is not None, timeout=30_000)
+    g = pair.geometry("b", dlg.images[first].width())
+    cell, field = dlg.right.hover(g.left + g.size / 2, g.top + g.size / 2)
+    assert cell.width() == pytest.approx(g.size / 7) and cell.contains(g.left + g.size / 2, g.top + g.size / 2)
+    assert field.width() == pytest.approx(435 * g.size / 224)
+    assert "layer4" in dlg.field_label.text()
+    assert dlg.right.hover(-5, -5) is None  # outside what the network saw
+    dlg.close()
+
+
+def test_model_panel_lists_stages(qtbot, window, folder):
+    window.open_folder(folder)
+    wait_indexed(qtbot, window)
+    window.show_model_info()
+    table = window.model_dialog.table
+    qtbot.waitUntil(lambda: table.rowCount() == 6, timeout=30_000)
+    names = [table.item(r, 0).text() for r in range(6)]
+    assert names == ["conv1", "maxpool", "layer1", "layer2", "layer3", "layer4"]
+    assert table.item(5, 3).text() == "435" and table.item(5, 2).text() == "32"
+    window.model_dialog.close()
