@@ -69,3 +69,8 @@ def test_bench_explain_smoke(tmp_path):
         write_jpeg(tmp_path / "src" / f"{i}.jpg", make_photo(i))
     out = run("bench_explain.py", tmp_path / "src", "--model", "resnet18", "--pairs", 2)
     assert ratio(out) > 0 and "s per pair" in out
+
+
+def test_bench_gradcam_checks_smoke():
+    out = run("bench_gradcam_checks.py", "--model", "resnet18", "--layers", "layer4", "--pairs", 2)
+    assert ratio(out) > 0 and "patch mass" in out and "deletion drop" in out

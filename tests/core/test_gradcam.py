@@ -23,49 +23,12 @@ from simviewer.core.gradcam import (
 )
 
 from ..conftest import make_photo
+from ..gradcam_scenes import deletion_drops, patch_masses
 
 
 @pytest.fixture(scope="module")
 def r18():
     return Embedder("resnet18", "none", precision="fp32")
-
-
-def background(seed: int, size: int = 224) -> Image.Image:
-    """A smooth two-colour gradient with sensor noise: a photo with nothing in it."""
-    rng = np.random.default_rng(seed)
-    c0, c1 = rng.integers(0, 256, 3), rng.integers(0, 256, 3)
-    angle = rng.uniform()
-    ramp = np.linspace(0, 1, size)[:, None, None] * angle + np.linspace(0, 1, size)[None, :, None] * (1 - angle)
-    arr = c0 * (1 - ramp) + c1 * ramp + rng.normal(0, 3, (size, size, 3))
-    return Image.fromarray(arr.clip(0, 255).astype(np.uint8))
-
-
-def patch(side: int = 64) -> Image.Image:
-    yy, xx = np.mgrid[0:side, 0:side]
-    board = (((yy // 8) + (xx // 8)) % 2 * 255).astype(np.uint8)
-    noise = np.random.default_rng(77).integers(0, 255, (side, side), dtype=np.uint8)
-    return Image.fromarray(np.stack([board, 255 - board, noise], 2))
-
-
-def patched_pairs(n=8, side=64, size=224):
-    """Unrelated pictures that share one distinctive patch, at different places."""
-    rng = np.random.default_rng(0)
-    for i in range(n):
-        a, b = background(1000 + i, size), background(2000 + i, size)
-        pa = tuple(int(v) for v in rng.integers(0, size - side, 2))
-        pb = tuple(int(v) for v in rng.integers(0, size - side, 2))
-        a.paste(patch(side), pa)
-        b.paste(patch(side), pb)
-        yield a, b, pb
-
-
-def heat_in_photo(cam: np.ndarray, g: CropGeometry, size: int) -> np.ndarray:
-    side = int(round(g.size))
-    up = upsample(cam, side, side)
-    full = np.zeros((size, size))
-    x0, y0 = int(round(g.left)), int(round(g.top))
-    full[max(y0, 0) : y0 + side, max(x0, 0) : x0 + side] = up[max(-y0, 0) : size - y0, max(-x0, 0) : size - x0]
-    return full
 
 
 def test_matches_pytorch_grad_cam(r18):
@@ -93,47 +56,16 @@ def test_matches_pytorch_grad_cam(r18):
 def test_most_of_the_map_falls_on_a_shared_patch(r18):
     # The last block of an untrained network (7x7 cells, each seeing 435 px) localises coarsely;
     # a finer layer shows the mechanics sharply. Both must put far more heat on the patch than
-    # its share of the picture.
+    # its share of the picture (8 %).
     area = 64 * 64 / 224**2
     for layer, at_least in (("layer2", 0.6), ("layer4", 3 * area)):
-        explainer = Explainer(r18, layer)
-        masses = []
-        for a, b, (x, y) in patched_pairs():
-            e = explainer.explain(a, b)
-            heat = heat_in_photo(e.cam_b, e.geometry_b, 224)
-            masses.append(heat[y : y + 64, x : x + 64].sum() / heat.sum())
+        masses = patch_masses(Explainer(r18, layer))
         assert np.mean(masses) >= at_least, (layer, masses)
 
 
 def test_masking_the_hottest_regions_lowers_similarity_more_than_random(r18):
-    explainer = Explainer(r18)
-    rng = np.random.default_rng(1)
-    wins, top_drops, random_drops = 0, [], []
-    for a, b, _ in patched_pairs():
-        xa, xb = r18.preprocess(a), r18.preprocess(b)
-        fa = r18.embed_tensors(xa[None])[0]
-
-        def similarity(mask, xb=xb, fa=fa):
-            x = xb.clone()
-            x[:, torch.from_numpy(mask)] = 0  # the dataset mean colour after normalisation
-            return float(r18.embed_tensors(x[None])[0] @ fa)
-
-        base = similarity(np.zeros((224, 224), bool))
-        heat = upsample(explainer.explain(a, b).cam_b, 224, 224)
-        k = int(0.1 * 224 * 224)
-        top = np.zeros(224 * 224, bool)
-        top[np.argsort(-heat.ravel())[:k]] = True
-        top_drop = base - similarity(top.reshape(224, 224))
-        drops = []
-        for _ in range(10):
-            mask = np.zeros((224, 224), bool)
-            while mask.sum() < k:
-                y, x = rng.integers(0, 192, 2)
-                mask[y : y + 32, x : x + 32] = True
-            drops.append(base - similarity(mask))
-        top_drops.append(top_drop)
-        random_drops.append(np.mean(drops))
-        wins += top_drop > np.mean(drops)
+    top_drops, random_drops = deletion_drops(Explainer(r18))
+    wins = sum(t > r for t, r in zip(top_drops, random_drops))
     assert np.mean(top_drops) > np.mean(random_drops) and wins >= 6, (top_drops, random_drops)
 
 
