@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -16,6 +17,9 @@ from pathlib import Path
 from . import __version__
 
 log = logging.getLogger("simviewer")
+
+# Kept here (not imported from core.dedup) so that --help stays instant.
+RULES_FOR_HELP = ("resolution", "size", "oldest", "newest", "shortest-path", "folder:DIR")
 
 
 class CliError(Exception):
@@ -80,6 +84,32 @@ def build_parser() -> argparse.ArgumentParser:
                    help='print [{"path": ..., "score": cosine}, ...], best first')
     _add_library_args(p, None, None)
 
+    p = sub.add_parser("dedup", help="find groups of near-duplicate photos; optionally clean them up",
+                       description="Group FOLDER's near-duplicates (every member within the threshold of its "
+                                   "group's keeper), report them, and optionally move every non-keeper to the "
+                                   "system trash or to a folder. Every move is journalled first: --undo puts "
+                                   "the files back. Reference folders are never touched.")
+    p.add_argument("folder", metavar="FOLDER")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="cosine similarity at or above which two photos are duplicates (default 0.95)")
+    p.add_argument("--min", dest="min_score", type=float, help="only pairs at least this similar")
+    p.add_argument("--max", dest="max_score", type=float,
+                   help="only pairs at most this similar (0.9999 leaves byte-identical copies out)")
+    p.add_argument("--keep", action="append", metavar="RULE",
+                   help="keeper rule, in order, repeatable: " + ", ".join(RULES_FOR_HELP)
+                        + " (default: resolution, size, oldest, shortest-path)")
+    p.add_argument("--reference", action="append", default=[], metavar="DIR",
+                   help="a protected folder: its photos are preferred as keepers and never moved")
+    p.add_argument("--json", metavar="FILE", help="write the groups as JSON")
+    p.add_argument("--csv", metavar="FILE", help="write the groups as CSV")
+    action = p.add_mutually_exclusive_group()
+    action.add_argument("--trash", action="store_true", help="move every non-keeper to the system trash")
+    action.add_argument("--move-to", metavar="DIR", help="move every non-keeper under DIR, keeping its relative path")
+    action.add_argument("--undo", nargs="?", const="latest", metavar="JOURNAL",
+                        help="put back the files of the last clean-up (or of JOURNAL)")
+    p.add_argument("--dry-run", action="store_true", help="say what --trash/--move-to would do, do nothing")
+    _add_library_args(p, None, None)
+
     p = sub.add_parser("explain", help="show why two photos match: Grad-CAM heat maps side by side",
                        description="Write IMAGE_A and IMAGE_B side by side with heat maps of the regions that "
                                    "make them similar (Grad-CAM of the cosine between their embeddings). "
@@ -95,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-COMMANDS = ("index", "query", "explain")
+COMMANDS = ("index", "query", "dedup", "explain")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -117,15 +147,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
-        return {"index": cmd_index, "query": cmd_query, "explain": cmd_explain}[args.command](args)
+        return {"index": cmd_index, "query": cmd_query, "dedup": cmd_dedup, "explain": cmd_explain}[args.command](args)
     except CliError as exc:
         print(f"simviewer: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("simviewer: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `simviewer dedup ... | head`: the reader left; not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as exc:  # every known failure type of the core is a one-line reason
         from .core.catalog import CatalogError
+        from .core.dedup import DedupError
         from .core.embedder import EmbedderError
         from .core.gradcam import GradCamError
         from .core.images import ImageError
@@ -133,7 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .core.library import LibraryError
 
         if isinstance(exc, (EmbedderError, ImageError, IndexError_, LibraryError, CatalogError, GradCamError,
-                            OSError)):
+                            DedupError, OSError)):
             print(f"simviewer: error: {exc}", file=sys.stderr)
             return 1
         raise
@@ -268,6 +302,97 @@ def cmd_query(args: argparse.Namespace) -> int:
         print(f"{len(results)} look-alikes of {image} in {library.folder}  [{index.manifest['model']['label']}]")
         for rank, (p, s) in enumerate(results, 1):
             print(f"{rank:3d}. {s * 100:6.2f}%  {p}")
+    return 0
+
+
+def _human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"
+
+
+def _up_to_date_index(library, args: argparse.Namespace):
+    """Bring the folder's index up to date (near-instant when nothing changed) and load it.
+
+    The model is the one the folder was indexed with, unless --model/--weights ask for another.
+    """
+    manifest = library.manifest()
+    base = (manifest or {}).get("model", {})
+    arch = args.model or base.get("arch") or "resnet50"
+    weights = args.weights or base.get("weights") or "imagenet"
+    embedder = _make_embedder(args, arch, weights)
+    summary = _run_update(library, embedder, args, quiet=False)
+    if summary is None or summary.cancelled:
+        raise CliError("indexing was stopped; nothing was grouped")
+    return library.load_index(embedder.fingerprint)
+
+
+def _print_result(verb: str, result) -> None:
+    print(f"{verb} {len(result.moved)} files ({_human_bytes(result.bytes_moved)})")
+    for path, reason in result.skipped:
+        print(f"  left alone: {path}: {reason}")
+
+
+def cmd_dedup(args: argparse.Namespace) -> int:
+    from .core import dedup
+    from .core.library import Library
+
+    library = Library(args.folder, args.index_dir)
+    if args.undo:
+        journal = dedup.latest_journal(library.journal_dir) if args.undo == "latest" else Path(args.undo)
+        if journal is None or not journal.is_file():
+            raise CliError(f"no clean-up journal to undo in {library.journal_dir}")
+        result = None
+        for ev in dedup.undo(journal):
+            result = ev
+        _print_result("put back", result)
+        _up_to_date_index(library, args)  # the restored files reuse their kept vectors
+        return 0 if not result.skipped else 1
+
+    threshold = dedup.DEFAULT_THRESHOLD if args.threshold is None else args.threshold
+    for name, value in (("--threshold", threshold), ("--min", args.min_score), ("--max", args.max_score)):
+        if value is not None and not -1.0 <= value <= 1.0:
+            raise CliError(f"{name} must be a cosine between -1 and 1, not {value}")
+    index = _up_to_date_index(library, args)
+    reference = tuple(Path(r).expanduser().resolve() for r in args.reference)
+    with library.open_catalog() as cat:
+        items = dedup.load_items(cat, index, library.folder)
+        ignored = frozenset(cat.ignored_pairs())
+    opts = dedup.GroupingOptions(threshold, args.min_score, args.max_score,
+                                 tuple(args.keep or dedup.DEFAULT_RULES), reference, ignored)
+    dedup.rule_key(opts.rules)  # reject an unknown rule before the slow part
+    floor = min(threshold, args.min_score if args.min_score is not None else threshold)
+    groups = dedup.group(dedup.Neighbours.compute(index, items, floor=floor), opts)
+    if args.json:
+        dedup.write_json(groups, threshold, args.json)
+    if args.csv:
+        dedup.write_csv(groups, args.csv)
+    reclaim = sum(g.reclaimable for g in groups)
+    untrained = " (untrained model)" if index.manifest["model"].get("untrained") else ""
+    print(f"{len(groups)} groups of near-duplicates at cosine >= {threshold}{untrained}: "
+          f"{sum(len(g.members) - 1 for g in groups)} files to remove, {_human_bytes(reclaim)} to reclaim")
+    for g in groups[:50] if (args.trash or args.move_to) else groups:
+        kind = " (exact copies)" if g.exact else ""
+        print(f"keep {g.keeper.path}{kind}")
+        for m in g.members[1:]:
+            print(f"  {m.score * 100:6.2f}%  {m.item.path}")
+    if not (args.trash or args.move_to):
+        return 0
+
+    plan = dedup.plan_removals(groups, reference=reference)
+    where = "the system trash" if args.trash else args.move_to
+    if args.dry_run:
+        print(f"dry run: would move {len(plan)} files ({_human_bytes(sum(p.item.size for p in plan))}) to {where}")
+        return 0
+    result = None
+    for ev in dedup.execute(plan, "trash" if args.trash else "move", library.journal_dir, library.folder,
+                            Path(args.move_to) if args.move_to else None):
+        result = ev
+    _print_result(f"moved to {where}:", result)
+    print(f"undo with: simviewer dedup {args.folder} --undo {result.journal}")
+    _up_to_date_index(library, args)  # the index and catalog follow the moves
     return 0
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 SCHEMA_VERSION = 1
+_FILE_COLUMNS = "path, size, mtime_ns, hash, width, height, format, status, reason, taken_at"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -29,9 +30,15 @@ CREATE TABLE IF NOT EXISTS files (
     format    TEXT,
     status    TEXT NOT NULL CHECK (status IN ('ok', 'skipped')),
     reason    TEXT,                      -- why it was skipped
-    checked_at REAL NOT NULL
+    checked_at REAL NOT NULL,
+    taken_at  REAL                       -- EXIF capture time, if the photo has one
 );
 CREATE INDEX IF NOT EXISTS files_hash ON files(hash);
+CREATE TABLE IF NOT EXISTS ignored_pairs (   -- "not duplicates", by content so renames keep them
+    hash_a TEXT NOT NULL,
+    hash_b TEXT NOT NULL,                -- hash_a < hash_b
+    PRIMARY KEY (hash_a, hash_b)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS embeddings (
     hash   TEXT NOT NULL,
     model  TEXT NOT NULL,                -- Embedder.fingerprint
@@ -52,6 +59,7 @@ class FileRecord:
     format: str | None
     status: str
     reason: str | None
+    taken_at: float | None = None
 
 
 class CatalogError(Exception):
@@ -69,6 +77,10 @@ class Catalog:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.executescript(_SCHEMA)
+            columns = {r[1] for r in self.db.execute("PRAGMA table_info(files)")}
+            if "taken_at" not in columns:  # catalogs written before capture times were recorded
+                with self.db:
+                    self.db.execute("ALTER TABLE files ADD COLUMN taken_at REAL")
             row = self.db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
             if row is None:
                 with self.db:
@@ -93,19 +105,38 @@ class Catalog:
     # -- files ---------------------------------------------------------------------------------
     def files(self) -> dict[str, FileRecord]:
         rows = self.db.execute(
-            "SELECT path, size, mtime_ns, hash, width, height, format, status, reason FROM files"
+            f"SELECT {_FILE_COLUMNS} FROM files"
         )
         return {r[0]: FileRecord(*r) for r in rows}
 
     def file(self, path: str) -> FileRecord | None:
         r = self.db.execute(
-            "SELECT path, size, mtime_ns, hash, width, height, format, status, reason FROM files WHERE path=?",
+            f"SELECT {_FILE_COLUMNS} FROM files WHERE path=?",
             (path,),
         ).fetchone()
         return FileRecord(*r) if r else None
 
     def skipped(self) -> list[tuple[str, str]]:
         return list(self.db.execute("SELECT path, reason FROM files WHERE status='skipped' ORDER BY path"))
+
+    def rename_files(self, moves: Iterable[tuple[str, str]]) -> None:
+        """Follow files moved inside the library (old key -> new key)."""
+        with self.db:
+            self.db.executemany("UPDATE OR REPLACE files SET path=? WHERE path=?", ((new, old) for old, new in moves))
+
+    # -- "not duplicates" ------------------------------------------------------------------------
+    def ignore_pair(self, hash_a: str, hash_b: str) -> None:
+        a, b = sorted((hash_a, hash_b))
+        with self.db:
+            self.db.execute("INSERT OR IGNORE INTO ignored_pairs VALUES (?, ?)", (a, b))
+
+    def unignore_pair(self, hash_a: str, hash_b: str) -> None:
+        a, b = sorted((hash_a, hash_b))
+        with self.db:
+            self.db.execute("DELETE FROM ignored_pairs WHERE hash_a=? AND hash_b=?", (a, b))
+
+    def ignored_pairs(self) -> set[tuple[str, str]]:
+        return {(a, b) for a, b in self.db.execute("SELECT hash_a, hash_b FROM ignored_pairs")}
 
     def remove_files(self, paths: Iterable[str]) -> int:
         with self.db:
@@ -122,9 +153,10 @@ class Catalog:
         now = time.time()
         with self.db:
             self.db.executemany(
-                "INSERT OR REPLACE INTO files VALUES (?,?,?,?,?,?,?,?,?,?)",
+                "INSERT OR REPLACE INTO files VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 (
-                    (r.path, r.size, r.mtime_ns, r.hash, r.width, r.height, r.format, r.status, r.reason, now)
+                    (r.path, r.size, r.mtime_ns, r.hash, r.width, r.height, r.format, r.status, r.reason, now,
+                     r.taken_at)
                     for r in records
                 ),
             )
@@ -152,11 +184,15 @@ class Catalog:
             )
         )
 
-    def drop_orphan_vectors(self) -> int:
-        """Delete vectors no file refers to any more (deleted or changed photos)."""
+    def drop_orphan_vectors(self, keep: Iterable[str] = ()) -> int:
+        """Delete vectors no file refers to any more (deleted or changed photos), except *keep*."""
         with self.db:
+            self.db.execute("CREATE TEMP TABLE IF NOT EXISTS keep_hashes (hash TEXT PRIMARY KEY)")
+            self.db.execute("DELETE FROM keep_hashes")
+            self.db.executemany("INSERT OR IGNORE INTO keep_hashes VALUES (?)", ((h,) for h in keep))
             cur = self.db.execute(
-                "DELETE FROM embeddings WHERE hash NOT IN (SELECT hash FROM files WHERE hash IS NOT NULL)"
+                "DELETE FROM embeddings WHERE hash NOT IN (SELECT hash FROM files WHERE hash IS NOT NULL) "
+                "AND hash NOT IN (SELECT hash FROM keep_hashes)"
             )
         return cur.rowcount
 

@@ -59,6 +59,7 @@ class DecodedImage:
     width: int  # original width after EXIF orientation, before any draft reduction
     height: int
     format: str
+    taken_at: float | None = None  # EXIF capture time (seconds since the epoch, local time as UTC)
 
 
 @dataclass
@@ -151,9 +152,11 @@ def decode_bytes(data: bytes, min_side: int | None = None, name: str = "") -> De
             "safety limit (possible decompression bomb)"
         )
     try:
-        orientation = im.getexif().get(0x0112, 1)
+        exif = im.getexif()
+        orientation = exif.get(0x0112, 1)
+        taken_at = exif_time(exif)
     except Exception:  # malformed EXIF must not cost the photo
-        orientation = 1
+        orientation, taken_at = 1, None
     if orientation in (5, 6, 7, 8):
         w, h = h, w
 
@@ -175,7 +178,22 @@ def decode_bytes(data: bytes, min_side: int | None = None, name: str = "") -> De
         raise ImageError(_decode_reason(fmt, exc)) from None
     except MemoryError:
         raise ImageError("not enough memory to decode this image") from None
-    return DecodedImage(rgb, w, h, fmt)
+    return DecodedImage(rgb, w, h, fmt, taken_at)
+
+
+def exif_time(exif: Image.Exif) -> float | None:
+    """DateTimeOriginal (else DateTime) as a timestamp; None when absent or unreadable."""
+    import calendar
+    import time as _time
+
+    raw = exif.get_ifd(0x8769).get(0x9003) or exif.get(0x0132)  # DateTimeOriginal, DateTime
+    if not raw:
+        return None
+    try:
+        text = raw.decode() if isinstance(raw, bytes) else str(raw)
+        return float(calendar.timegm(_time.strptime(text.strip("\x00 ")[:19], "%Y:%m:%d %H:%M:%S")))
+    except (ValueError, UnicodeDecodeError):
+        return None
 
 
 def load_image(path: str | os.PathLike, min_side: int | None = None) -> DecodedImage:

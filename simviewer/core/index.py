@@ -254,6 +254,11 @@ class AnnIndex:
         items, dists = self._ann.get_nns_by_vector(v, n, search_k=self._search_k(n), include_distances=True)
         return self._results(items, dists, skip, k)
 
+    def item_neighbours(self, item: int, k: int) -> tuple[list[int], list[float]]:
+        """The k nearest items of an item (itself included) and their cosines, best first."""
+        items, dists = self._ann.get_nns_by_item(item, k, search_k=self._search_k(k), include_distances=True)
+        return items, [float(angular_to_cosine(d)) for d in dists]
+
     def query_key(self, key: str, k: int = 10) -> list[tuple[str, float]]:
         """Neighbours of an indexed item, itself excluded."""
         item = self.item_of(key)

@@ -245,12 +245,12 @@ class Library:
             same = known_content.get(digest)
             if same is not None:
                 return _Prepared(FileRecord(key, size, mtime, digest, same.width, same.height, same.format,
-                                            "ok", None), None)
+                                            "ok", None, same.taken_at), None)
             try:
                 dec = decode_bytes(data, min_side, name=key)
             except ImageError as exc:
                 return _Prepared(FileRecord(key, size, mtime, digest, None, None, None, "skipped", str(exc)), None)
-            rec = FileRecord(key, size, mtime, digest, dec.width, dec.height, dec.format, "ok", None)
+            rec = FileRecord(key, size, mtime, digest, dec.width, dec.height, dec.format, "ok", None, dec.taken_at)
             if digest in known_hashes:
                 return _Prepared(rec, None)
             try:
@@ -310,7 +310,7 @@ class Library:
         rebuilt = False
         indexed = 0
         if not cancelled:
-            cat.drop_orphan_vectors()
+            cat.drop_orphan_vectors(keep=self.undoable_hashes())
             rebuilt, indexed = yield from self._rebuild_index(cat, embedder)
         else:
             with contextlib.suppress(Exception):
@@ -363,6 +363,24 @@ class Library:
             extra={"content_digest": digest, "folder": str(self.folder)},
         ).close()
         return True, len(keys)
+
+    @property
+    def journal_dir(self) -> Path:
+        """Undo journals of duplicate clean-ups (see core.dedup)."""
+        return self.index_dir / "journal"
+
+    def undoable_hashes(self) -> set[str]:
+        """Content hashes of files moved away by a clean-up that can still be undone: their
+        vectors are kept, so an undo costs no embedding."""
+        hashes: set[str] = set()
+        if self.journal_dir.is_dir():
+            for journal in self.journal_dir.glob("*.jsonl"):
+                with contextlib.suppress(OSError, ValueError):
+                    for line in journal.read_text(encoding="utf-8").splitlines():
+                        rec = json.loads(line)
+                        if "hash" in rec:
+                            hashes.add(rec["hash"])
+        return hashes
 
     # -- queries -----------------------------------------------------------------------------
     def stored_vector(self, path: str | os.PathLike, model: str) -> np.ndarray | None:

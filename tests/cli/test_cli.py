@@ -154,3 +154,54 @@ def test_explain_writes_the_pair_side_by_side(library, tmp_path):
     bad = simviewer("explain", library / "p3.jpg", library / "p4.jpg", "-o", out, "--model", "resnet18",
                     "--weights", "none", "--layer", "nope", check=False)
     assert bad.returncode == 1 and "no layer named 'nope'" in bad.stderr
+
+
+def test_dedup_json_contract_dry_run_move_and_undo(tmp_path):
+    root = tmp_path / "photos"
+    for i in range(3):
+        im = make_photo(300 + i)
+        write_jpeg(root / f"o{i}.jpg", im)
+        write_jpeg(root / "edits" / f"o{i}_small.jpg", EDITS["resized"](im))
+    write_jpeg(root / "alone.jpg", make_photo(399))
+    idx = tmp_path / "idx"
+    common = ["--index-dir", idx, "--model", "resnet18", "--weights", "none", "--threshold", "0.998"]
+    report = tmp_path / "report.json"
+    out = simviewer("dedup", root, *common, "--json", report, "--csv", tmp_path / "report.csv")
+    assert "3 groups of near-duplicates" in out.stdout and "untrained" in out.stdout
+    data = json.loads(report.read_text())
+    assert set(data) == {"threshold", "groups"} and data["threshold"] == 0.998
+    assert len(data["groups"]) == 3
+    for g in data["groups"]:
+        assert set(g) == {"keep", "items"}
+        paths = [it["path"] for it in g["items"]]
+        assert g["keep"] == paths[0] and all(os.path.isabs(p) for p in paths)
+        assert all(set(it) == {"path", "score"} for it in g["items"])
+        assert sorted(os.path.basename(p) for p in paths)[0].removesuffix(".jpg") + "_small.jpg" == \
+            os.path.basename(paths[1])
+    assert (tmp_path / "report.csv").read_text().splitlines()[0].startswith("group,path,keep,score")
+
+    dry = simviewer("dedup", root, *common, "--move-to", tmp_path / "dups", "--dry-run")
+    assert "would move 3 files" in dry.stdout and not (tmp_path / "dups").exists()
+
+    moved = simviewer("dedup", root, *common, "--move-to", tmp_path / "dups")
+    assert sorted(p.name for p in (tmp_path / "dups" / "edits").iterdir()) == [
+        "o0_small.jpg", "o1_small.jpg", "o2_small.jpg"]
+    assert "undo with: simviewer dedup" in moved.stdout
+    # The index followed the moves: a query no longer returns them.
+    hits = json.loads(simviewer("query", root / "o1.jpg", "--folder", root, "--index-dir", idx, "-k", "10",
+                                "--json").stdout)
+    assert not any("_small" in h["path"] for h in hits) and len(hits) == 3
+
+    back = simviewer("dedup", root, *common, "--undo")
+    assert "put back 3 files" in back.stdout
+    assert sorted(p.name for p in (root / "edits").iterdir()) == ["o0_small.jpg", "o1_small.jpg", "o2_small.jpg"]
+    hits = json.loads(simviewer("query", root / "o1.jpg", "--folder", root, "--index-dir", idx, "-k", "10",
+                                "--json").stdout)
+    assert hits[0]["path"] == str(root / "edits" / "o1_small.jpg")
+
+
+def test_dedup_bad_values_are_reported():
+    proc = simviewer("dedup", ".", "--threshold", "3", check=False)
+    assert proc.returncode == 1 and "--threshold must be a cosine" in proc.stderr
+    proc = simviewer("dedup", ".", "--trash", "--move-to", "x", check=False)
+    assert proc.returncode == 2

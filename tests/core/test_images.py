@@ -162,3 +162,11 @@ def test_walk_skips_hidden_survives_symlink_loops_and_unreadable(tmp_path, monke
     found = sorted(os.path.relpath(e.path, tmp_path) for e in walk_images(tmp_path, errors))
     assert found == ["a/b/two.PNG", "a/one.jpg"]
     assert errors.folders == [(str(tmp_path / "locked"), "Permission denied")]
+
+
+def test_exif_capture_time_is_read():
+    exif = Image.Exif()
+    exif.get_ifd(0x8769)[0x9003] = "2021:07:04 18:30:00"
+    dec = decode_bytes(jpeg_bytes(make_photo(9), exif=exif.tobytes()))
+    assert dec.taken_at == 1625423400.0  # read as UTC: only the order of photos matters
+    assert decode_bytes(jpeg_bytes(make_photo(9))).taken_at is None

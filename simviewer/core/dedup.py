@@ -1,0 +1,539 @@
+"""Near-duplicate groups, keeper rules, and file actions that can always be undone.
+
+Grouping rule (no chaining): candidate pairs are the Annoy neighbours with cosine >= threshold
+(inside the optional [min, max] range, minus pairs marked "not duplicates"). Within each connected
+set of candidates, the photo the keeper rules prefer becomes a keeper and takes every photo that
+is itself within the threshold of it; the rest of the set is grouped again the same way. So every
+member of a group is within the threshold of its keeper: A~B and B~C never put A and C together
+unless A~C too (or one of them is the keeper both are close to).
+
+Neighbours are computed once per index (down to a floor below any threshold the user will try),
+so moving the threshold only re-filters and regroups cached pairs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import unquote
+
+import numpy as np
+
+from .catalog import Catalog
+from .index import AnnIndex
+
+log = logging.getLogger(__name__)
+
+DEFAULT_THRESHOLD = 0.95
+DEFAULT_RULES = ("resolution", "size", "oldest", "shortest-path")
+RULE_HELP = {
+    "resolution": "the most pixels",
+    "size": "the largest file",
+    "oldest": "the oldest (EXIF date, else file time)",
+    "newest": "the newest (EXIF date, else file time)",
+    "shortest-path": "the shortest path",
+    "folder:DIR": "inside DIR (a preferred folder)",
+}
+
+
+class DedupError(Exception):
+    """A refused or failed action; the message says why and what is safe."""
+
+
+@dataclass(frozen=True)
+class Item:
+    key: str  # library-relative path
+    path: Path
+    hash: str
+    size: int
+    mtime_ns: int
+    width: int | None
+    height: int | None
+    taken_at: float | None
+
+    @property
+    def pixels(self) -> int:
+        return (self.width or 0) * (self.height or 0)
+
+
+@dataclass(frozen=True)
+class Member:
+    item: Item
+    score: float  # cosine to the keeper (1.0 for the keeper itself)
+    exact: bool  # byte-identical to the keeper
+
+
+@dataclass(frozen=True)
+class Group:
+    members: tuple[Member, ...]  # the keeper first, then by score
+
+    @property
+    def keeper(self) -> Item:
+        return self.members[0].item
+
+    @property
+    def reclaimable(self) -> int:
+        """Bytes freed by removing every member but the keeper."""
+        return sum(m.item.size for m in self.members[1:])
+
+    @property
+    def exact(self) -> bool:
+        return all(m.exact for m in self.members[1:])
+
+
+# -- neighbours ---------------------------------------------------------------------------------
+@dataclass
+class Neighbours:
+    """Candidate pairs (i < j) with their cosine, for every pair at or above ``floor``."""
+
+    items: list[Item]
+    i: np.ndarray
+    j: np.ndarray
+    score: np.ndarray
+    floor: float
+
+    @classmethod
+    def compute(cls, index: AnnIndex, items: list[Item], floor: float = 0.80, k: int = 16,
+                should_stop: Callable[[], bool] | None = None) -> Neighbours:
+        """Ask Annoy for each item's neighbours, widening k while they are all above the floor."""
+        pos = {it.key: n for n, it in enumerate(items)}
+        item_of_key = {key: index.item_of(key) for key in pos}
+        key_of_item = {v: key for key, v in item_of_key.items() if v is not None}
+        ii, jj, ss = [], [], []
+        for key, n in pos.items():
+            if should_stop is not None and should_stop():
+                break
+            a = item_of_key[key]
+            if a is None:
+                continue
+            kk = k
+            while True:
+                nbrs, cosines = index.item_neighbours(a, kk)
+                if len(nbrs) < kk or cosines[-1] < floor or kk >= 1024:
+                    break
+                kk *= 4
+            for b, s in zip(nbrs, cosines):
+                other = key_of_item.get(b)
+                if other is None or other == key:
+                    continue
+                m = pos[other]
+                if s >= floor and n < m:
+                    ii.append(n)
+                    jj.append(m)
+                    ss.append(s)
+                elif s >= floor and m < n:
+                    ii.append(m)
+                    jj.append(n)
+                    ss.append(s)
+        # Byte-identical files share one vector: make their pairs exact 1.0 whatever Annoy said.
+        by_hash: dict[str, list[int]] = {}
+        for n, it in enumerate(items):
+            by_hash.setdefault(it.hash, []).append(n)
+        for same in by_hash.values():
+            for x in range(len(same)):
+                for y in range(x + 1, len(same)):
+                    ii.append(same[x])
+                    jj.append(same[y])
+                    ss.append(1.0)
+        i, j, s = np.array(ii, np.int64), np.array(jj, np.int64), np.array(ss, np.float64)
+        # A pair can come from both ends: keep its highest score once.
+        if len(i):
+            order = np.lexsort((-s, j, i))
+            i, j, s = i[order], j[order], s[order]
+            first = np.ones(len(i), bool)
+            first[1:] = (i[1:] != i[:-1]) | (j[1:] != j[:-1])
+            i, j, s = i[first], j[first], s[first]
+        return cls(items, i, j, np.minimum(s, 1.0), floor)
+
+
+def load_items(catalog: Catalog, index: AnnIndex, root: Path) -> list[Item]:
+    """The indexed files with the facts the keeper rules need."""
+    files = catalog.files()
+    items = []
+    for key in index.all_keys():
+        r = files.get(key)
+        if r is not None and r.status == "ok" and r.hash:
+            items.append(Item(key, root / key, r.hash, r.size, r.mtime_ns, r.width, r.height, r.taken_at))
+    return items
+
+
+# -- keeper rules -------------------------------------------------------------------------------
+def rule_key(rules: Sequence[str], reference: Sequence[Path] = ()) -> Callable[[Item], tuple]:
+    """Sort key: the smallest key is the keeper. Reference folders win first; ties fall to the
+    next rule, and finally to the path, so the choice is always the same."""
+    parts: list[Callable[[Item], object]] = [lambda it: 0 if in_folders(it.path, reference) else 1]
+    for rule in rules:
+        if rule == "resolution":
+            parts.append(lambda it: -it.pixels)
+        elif rule == "size":
+            parts.append(lambda it: -it.size)
+        elif rule == "oldest":
+            parts.append(lambda it: it.taken_at if it.taken_at is not None else it.mtime_ns / 1e9)
+        elif rule == "newest":
+            parts.append(lambda it: -(it.taken_at if it.taken_at is not None else it.mtime_ns / 1e9))
+        elif rule == "shortest-path":
+            parts.append(lambda it: len(str(it.path)))
+        elif rule.startswith("folder:"):
+            folder = [Path(rule.split(":", 1)[1]).expanduser().resolve()]
+            parts.append(lambda it, f=folder: 0 if in_folders(it.path, f) else 1)
+        else:
+            raise DedupError(f"unknown keeper rule {rule!r}; rules: {', '.join(RULE_HELP)}")
+    return lambda it: (*(p(it) for p in parts), str(it.path))
+
+
+def in_folders(path: Path, folders: Iterable[Path]) -> bool:
+    return any(path == f or f in path.parents for f in folders)
+
+
+# -- grouping -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class GroupingOptions:
+    threshold: float = DEFAULT_THRESHOLD
+    min_score: float | None = None  # digiKam-style range: keep pairs with min <= cosine <= max
+    max_score: float | None = None  # e.g. 0.999 to leave exact copies out
+    rules: tuple[str, ...] = DEFAULT_RULES
+    reference: tuple[Path, ...] = ()
+    ignored: frozenset[tuple[str, str]] = field(default_factory=frozenset)  # sorted hash pairs
+
+
+def group(nb: Neighbours, opts: GroupingOptions) -> list[Group]:
+    """Groups of near-duplicates, largest reclaimable space first. Cheap: no index access."""
+    if opts.threshold < nb.floor - 1e-9:
+        raise DedupError(f"threshold {opts.threshold} is below the neighbour floor {nb.floor}; recompute")
+    items = nb.items
+    keep = nb.score >= opts.threshold
+    if opts.min_score is not None:
+        keep &= nb.score >= opts.min_score
+    if opts.max_score is not None:
+        keep &= nb.score <= opts.max_score
+    i, j, s = nb.i[keep], nb.j[keep], nb.score[keep]
+    adj: dict[int, dict[int, float]] = {}
+    for a, b, sc in zip(i.tolist(), j.tolist(), s.tolist()):
+        ha, hb = items[a].hash, items[b].hash
+        if ha != hb and (min(ha, hb), max(ha, hb)) in opts.ignored:
+            continue
+        adj.setdefault(a, {})[b] = sc
+        adj.setdefault(b, {})[a] = sc
+
+    # Connected sets of candidates (iterative DFS).
+    seen: set[int] = set()
+    components = []
+    for start in adj:
+        if start in seen:
+            continue
+        stack, comp = [start], []
+        seen.add(start)
+        while stack:
+            x = stack.pop()
+            comp.append(x)
+            for y in adj[x]:
+                if y not in seen:
+                    seen.add(y)
+                    stack.append(y)
+        components.append(comp)
+
+    key = rule_key(opts.rules, opts.reference)
+    groups = []
+    for comp in components:
+        remaining = sorted(comp, key=lambda n: key(items[n]))
+        while len(remaining) > 1:
+            keeper = remaining[0]
+            taken = [n for n in remaining[1:] if n in adj[keeper]]
+            remaining = [n for n in remaining[1:] if n not in adj[keeper]]
+            if not taken:
+                continue
+            members = [Member(items[keeper], 1.0, True)] + sorted(
+                (Member(items[n], adj[keeper][n], items[n].hash == items[keeper].hash) for n in taken),
+                key=lambda m: (-m.score, str(m.item.path)),
+            )
+            groups.append(Group(tuple(members)))
+    groups.sort(key=lambda g: (-g.reclaimable, str(g.keeper.path)))
+    return groups
+
+
+# -- reports ------------------------------------------------------------------------------------
+def report_dict(groups: Sequence[Group], threshold: float) -> dict:
+    """The contract's JSON: items list the whole group, keeper included; paths absolute."""
+    return {
+        "threshold": threshold,
+        "groups": [
+            {"keep": str(g.keeper.path),
+             "items": [{"path": str(m.item.path), "score": round(m.score, 6)} for m in g.members]}
+            for g in groups
+        ],
+    }
+
+
+def write_json(groups: Sequence[Group], threshold: float, path: str | os.PathLike) -> None:
+    _atomic_write(Path(path), json.dumps(report_dict(groups, threshold), indent=2))
+
+
+def write_csv(groups: Sequence[Group], path: str | os.PathLike) -> None:
+    import io
+
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["group", "path", "keep", "score", "exact", "bytes", "width", "height"])
+    for n, g in enumerate(groups, 1):
+        for m in g.members:
+            it = m.item
+            w.writerow([n, str(it.path), int(m.item is g.keeper), f"{m.score:.6f}", int(m.exact), it.size,
+                        it.width or "", it.height or ""])
+    _atomic_write(Path(path), buf.getvalue())
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+# -- actions ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PlannedMove:
+    item: Item
+    group_keeper: Item
+
+
+def plan_removals(groups: Sequence[Group], selected: dict[str, set[str]] | None = None,
+                  reference: Sequence[Path] = ()) -> list[PlannedMove]:
+    """What would be moved: by default every member but the keeper and those in reference folders.
+
+    *selected* maps a keeper's key to the member keys the user chose instead. Refused: removing
+    a whole group, and a chosen file inside a reference folder.
+    """
+    plan = []
+    for g in groups:
+        if selected is None:
+            keys = {m.item.key for m in g.members[1:] if not in_folders(m.item.path, reference)}
+        else:
+            keys = selected.get(g.keeper.key, set())
+        chosen = [m.item for m in g.members if m.item.key in keys]
+        if len(chosen) >= len(g.members):
+            raise DedupError(f"refused: that would remove every copy of {g.keeper.path.name}; keep at least one")
+        for it in chosen:
+            if in_folders(it.path, reference):
+                raise DedupError(f"refused: {it.path} is in a protected reference folder")
+            plan.append(PlannedMove(it, g.keeper))
+    return plan
+
+
+@dataclass(frozen=True)
+class ActionProgress:
+    done: int
+    total: int
+    path: str
+
+
+@dataclass(frozen=True)
+class ActionResult:
+    journal: Path | None
+    moved: list[tuple[str, str]]  # (from, to)
+    skipped: list[tuple[str, str]]  # (path, reason)
+    bytes_moved: int
+
+
+def file_hash(path: Path) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class Journal:
+    """An append-only JSON-lines record of moves, written (and flushed to disk) before each move."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @classmethod
+    def create(cls, folder: Path, mode: str, root: Path) -> Journal:
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / time.strftime(f"%Y%m%d-%H%M%S-{os.getpid()}-{mode}.jsonl")
+        j = cls(path)
+        j._append({"journal": 1, "mode": mode, "root": str(root), "created": time.time()})
+        return j
+
+    def _append(self, record: dict) -> None:
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def intend(self, n: int, src: Path, dst: Path | None, hash_: str) -> None:
+        self._append({"n": n, "op": "move", "src": str(src), "dst": str(dst) if dst else None, "hash": hash_})
+
+    def done(self, n: int, dst: Path | None) -> None:
+        self._append({"n": n, "done": True, "dst": str(dst) if dst else None})
+
+    def entries(self) -> list[dict]:
+        """Moves with their final destination; ones that never completed are marked so."""
+        moves: dict[int, dict] = {}
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            rec = json.loads(line)
+            if "op" in rec:
+                moves[rec["n"]] = {**rec, "done": False}
+            elif rec.get("done"):
+                moves[rec["n"]].update(done=True, dst=rec["dst"])
+            elif rec.get("undone"):
+                moves[rec["n"]]["undone"] = True
+        return [moves[n] for n in sorted(moves)]
+
+    def undone(self, n: int) -> None:
+        self._append({"n": n, "undone": True})
+
+
+def execute(plan: Sequence[PlannedMove], mode: str, journal_dir: Path, root: Path,
+            move_to: Path | None = None, should_stop: Callable[[], bool] | None = None
+            ) -> Iterator[ActionProgress | ActionResult]:
+    """Move the planned files to the system trash (mode "trash") or under *move_to* keeping their
+    paths relative to *root* (mode "move"). Files changed since indexing are left alone."""
+    if mode not in ("trash", "move"):
+        raise DedupError(f"unknown action {mode!r}")
+    if mode == "move":
+        if move_to is None:
+            raise DedupError("moving needs a destination folder")
+        move_to = move_to.expanduser().resolve()
+        if in_folders(move_to, [root]):
+            raise DedupError(f"the destination {move_to} is inside the library; choose a folder outside it")
+    journal = Journal.create(journal_dir, mode, root)
+    moved, skipped, total_bytes = [], [], 0
+    for n, pm in enumerate(plan):
+        if should_stop is not None and should_stop():
+            break
+        it = pm.item
+        src = it.path
+        try:
+            st = src.stat()
+        except OSError as exc:
+            skipped.append((str(src), f"cannot read it: {exc.strerror or exc}"))
+            continue
+        if st.st_size != it.size or st.st_mtime_ns != it.mtime_ns:
+            skipped.append((str(src), "changed since it was indexed; re-index and look again"))
+            continue
+        if not pm.group_keeper.path.exists():
+            skipped.append((str(src), f"its keeper {pm.group_keeper.path} is gone; nothing removed"))
+            continue
+        digest = file_hash(src)
+        if digest != it.hash:
+            skipped.append((str(src), "its content changed since it was indexed"))
+            continue
+        dst = move_to / it.key if mode == "move" else None
+        journal.intend(n, src, dst, digest)
+        try:
+            if mode == "move":
+                assert dst is not None
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                if dst.exists():
+                    raise OSError(f"{dst} already exists")
+                shutil.move(str(src), str(dst))
+            else:
+                dst = _trash(src)
+        except OSError as exc:
+            skipped.append((str(src), f"could not move it: {exc}"))
+            continue
+        journal.done(n, dst)
+        moved.append((str(src), str(dst) if dst else "the system trash"))
+        total_bytes += it.size
+        yield ActionProgress(len(moved) + len(skipped), len(plan), str(src))
+    yield ActionResult(journal.path, moved, skipped, total_bytes)
+
+
+def _trash(src: Path) -> Path | None:
+    """Send *src* to the system trash; returns where it went when that can be known (Linux)."""
+    from send2trash import send2trash
+
+    before = time.time()
+    send2trash(str(src))
+    return locate_in_trash(src, since=before - 2)
+
+
+def trash_dirs(src: Path) -> list[tuple[Path, Path]]:
+    """Freedesktop trash folders that may hold *src*, each with the folder its info paths are
+    relative to: the home trash, then the trash of the volume *src* was on."""
+    if not sys.platform.startswith("linux"):
+        return []
+    found: list[tuple[Path, Path]] = []
+    with contextlib.suppress(ImportError, AttributeError):
+        from send2trash import plat_other
+
+        found.append((Path(os.fsdecode(plat_other.HOMETRASH_B)), Path(os.fsdecode(plat_other.XDG_DATA_HOME))))
+    data = Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share"))
+    if (data / "Trash", data) not in found:
+        found.append((data / "Trash", data))
+    mount = src.parent
+    while not os.path.ismount(mount) and mount != mount.parent:
+        mount = mount.parent
+    found += [(mount / ".Trash" / str(os.getuid()), mount), (mount / f".Trash-{os.getuid()}", mount)]
+    return found
+
+
+def locate_in_trash(src: Path, since: float = 0.0) -> Path | None:
+    """Find the trashed copy of *src* through its .trashinfo file (the newest if several)."""
+    best: tuple[float, Path] | None = None
+    for trash, topdir in trash_dirs(src):
+        info_dir = trash / "info"
+        if not info_dir.is_dir():
+            continue
+        for info in info_dir.glob("*.trashinfo"):
+            try:
+                mtime = info.stat().st_mtime
+                if mtime < since:
+                    continue
+                text = info.read_text(encoding="utf-8", errors="replace")
+            except OSError:
+                continue
+            for line in text.splitlines():
+                if not line.startswith("Path="):
+                    continue
+                p = Path(unquote(line[5:]))
+                if (p if p.is_absolute() else topdir / p) == src:
+                    f = trash / "files" / info.name[: -len(".trashinfo")]
+                    if f.exists() and (best is None or mtime > best[0]):
+                        best = (mtime, f)
+    return best[1] if best else None
+
+
+def undo(journal_path: Path) -> Iterator[ActionProgress | ActionResult]:
+    """Put back every file a journal moved, checking each restored file's content hash."""
+    journal = Journal(journal_path)
+    entries = [e for e in journal.entries() if e["done"] and not e.get("undone")]
+    restored, problems, total = [], [], 0
+    for k, e in enumerate(entries):
+        src = Path(e["src"])
+        dst = Path(e["dst"]) if e.get("dst") else locate_in_trash(src)
+        if dst is None or not dst.exists():
+            problems.append((str(src), "not found where it was moved; restore it from the system trash"))
+            continue
+        if src.exists():
+            problems.append((str(src), "a file is back at this path already; left both as they are"))
+            continue
+        src.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(dst), str(src))
+        info = dst.parent.parent / "info" / (dst.name + ".trashinfo")
+        if dst.parent.name == "files" and info.is_file():
+            info.unlink()
+        if file_hash(src) != e["hash"]:
+            problems.append((str(src), "restored, but its content differs from what was moved"))
+        journal.undone(e["n"])
+        restored.append((str(dst), str(src)))
+        total += src.stat().st_size
+        yield ActionProgress(k + 1, len(entries), str(src))
+    yield ActionResult(journal.path, restored, problems, total)
+
+
+def latest_journal(journal_dir: Path) -> Path | None:
+    journals = sorted(journal_dir.glob("*.jsonl")) if journal_dir.is_dir() else []
+    return journals[-1] if journals else None

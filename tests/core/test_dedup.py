@@ -1,0 +1,207 @@
+"""Duplicate groups, keeper rules, the "not duplicates" list, and undoable clean-ups."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from simviewer.core import dedup
+from simviewer.core.catalog import Catalog
+from simviewer.core.dedup import DedupError, GroupingOptions, Item, Neighbours
+from simviewer.core.embedder import Embedder
+from simviewer.core.library import IndexSummary, Library
+
+from ..conftest import EDITS, bump_mtime, make_photo, write_jpeg
+
+THRESHOLD = 0.998  # untrained ResNet-18: edited copies >= 0.9993, different pictures <= 0.997
+
+
+def index_folder(root: Path) -> Library:
+    lib = Library(root)
+    events = list(lib.update(Embedder("resnet18", "none")))
+    assert isinstance(events[-1], IndexSummary)
+    return lib
+
+
+def groups_of(lib: Library, **kw) -> list[dedup.Group]:
+    index = lib.load_index()
+    with lib.open_catalog() as cat:
+        items = dedup.load_items(cat, index, lib.folder)
+        ignored = frozenset(cat.ignored_pairs())
+    nb = Neighbours.compute(index, items, floor=min(kw.get("threshold", THRESHOLD), 0.99))
+    opts = GroupingOptions(**{"threshold": THRESHOLD, "ignored": ignored, **kw})
+    return dedup.group(nb, opts)
+
+
+@pytest.fixture
+def dup_folder(tmp_path) -> Path:
+    """Five originals with a resized and a re-compressed copy each, four loners, one exact copy."""
+    root = tmp_path / "photos"
+    for i in range(5):
+        im = make_photo(50 + i)
+        write_jpeg(root / f"orig{i}.jpg", im)
+        write_jpeg(root / "copies" / f"small{i}.jpg", EDITS["resized"](im))
+        write_jpeg(root / "copies" / f"lowq{i}.jpg", im, quality=35)
+    for i in range(4):
+        write_jpeg(root / "other" / f"loner{i}.jpg", make_photo(80 + i))
+    (root / "other" / "orig0_again.jpg").write_bytes((root / "orig0.jpg").read_bytes())
+    return root
+
+
+def test_groups_on_synthetic_edits(dup_folder):
+    lib = index_folder(dup_folder)
+    groups = groups_of(lib)
+    found = sorted(sorted(m.item.key for m in g.members) for g in groups)
+    expected = sorted(
+        sorted([f"orig{i}.jpg", f"copies/small{i}.jpg", f"copies/lowq{i}.jpg"] + (["other/orig0_again.jpg"] if i == 0
+                                                                                  else []))
+        for i in range(5)
+    )
+    assert found == expected
+    for g in groups:
+        assert g.keeper.key.startswith("orig")  # most pixels, then the larger (better) file
+        assert all(m.score >= THRESHOLD for m in g.members)
+    g0 = next(g for g in groups if g.keeper.key == "orig0.jpg")
+    exact = {m.item.key for m in g0.members[1:] if m.exact}
+    assert exact == {"other/orig0_again.jpg"}
+    assert g0.reclaimable == sum(m.item.size for m in g0.members[1:])
+
+
+def fake_items(specs) -> list[Item]:
+    return [Item(k, Path("/no-such-lib") / k, h, size, 0, w, w, taken) for k, h, size, w, taken in specs]
+
+
+def test_no_chaining_through_a_middle_photo():
+    # A~B and B~C are close, A~C is not: A (the keeper by resolution) must not pull C in.
+    items = fake_items([("a.jpg", "ha", 10, 400, None), ("b.jpg", "hb", 10, 300, None), ("c.jpg", "hc", 10, 200, None)])
+    nb = Neighbours(items, np.array([0, 1, 0]), np.array([1, 2, 2]), np.array([0.97, 0.97, 0.90]), 0.8)
+    groups = dedup.group(nb, GroupingOptions(threshold=0.95))
+    assert [[m.item.key for m in g.members] for g in groups] == [["a.jpg", "b.jpg"]]
+    # With B as the keeper (most pixels), both A and C are within the threshold of it.
+    items[1] = Item("b.jpg", Path("/no-such-lib/b.jpg"), "hb", 10, 0, 500, 500, None)
+    groups = dedup.group(Neighbours(items, nb.i, nb.j, nb.score, 0.8), GroupingOptions(threshold=0.95))
+    assert [[m.item.key for m in g.members] for g in groups] == [["b.jpg", "a.jpg", "c.jpg"]]
+
+
+def test_keeper_rules_and_their_tie_order(tmp_path):
+    def keeper(specs, rules, reference=()):
+        items = fake_items(specs)
+        n = len(items)
+        i, j = np.triu_indices(n, 1)
+        nb = Neighbours(items, i, j, np.full(len(i), 0.99), 0.8)
+        return dedup.group(nb, GroupingOptions(threshold=0.95, rules=rules, reference=reference))[0].keeper.key
+
+    same_res = [("x/long/name.jpg", "h1", 500, 100, 2000.0), ("a.jpg", "h2", 900, 100, 3000.0),
+                ("b.jpg", "h3", 900, 100, 1000.0)]
+    assert keeper(same_res, ("resolution",)) == "a.jpg"  # full tie: the path decides
+    assert keeper(same_res, ("resolution", "size", "oldest")) == "b.jpg"  # size ties a/b, oldest breaks it
+    assert keeper(same_res, ("resolution", "size", "newest")) == "a.jpg"
+    assert keeper(same_res, ("oldest",)) == "b.jpg"
+    assert keeper(same_res, ("shortest-path",)) == "a.jpg"
+    assert keeper(same_res, ("folder:/no-such-lib/x", "size")) == "x/long/name.jpg"
+    assert keeper(same_res, ("size",), reference=(Path("/no-such-lib/x"),)) == "x/long/name.jpg"  # reference wins first
+    with pytest.raises(DedupError, match="unknown keeper rule"):
+        keeper(same_res, ("prettiest",))
+
+
+def test_not_duplicates_list_survives_a_restart(dup_folder):
+    lib = index_folder(dup_folder)
+    g = next(g for g in groups_of(lib) if g.keeper.key == "orig1.jpg")
+    small = next(m.item for m in g.members if m.item.key == "copies/small1.jpg")
+    with Catalog(lib.catalog_path) as cat:
+        cat.ignore_pair(g.keeper.hash, small.hash)
+    # A new Library object and catalog connection: as after restarting the app.
+    lib2 = Library(dup_folder)
+    g1 = next(g for g in groups_of(lib2) if g.keeper.key == "orig1.jpg")
+    assert "copies/small1.jpg" not in {m.item.key for m in g1.members}
+    # Renaming the file keeps the mark: it is stored by content.
+    (dup_folder / "copies" / "small1.jpg").rename(dup_folder / "copies" / "renamed.jpg")
+    index_folder(dup_folder)
+    g1 = next(g for g in groups_of(lib2) if g.keeper.key == "orig1.jpg")
+    assert "copies/renamed.jpg" not in {m.item.key for m in g1.members}
+
+
+def test_similarity_range_leaves_exact_copies_out(dup_folder):
+    lib = index_folder(dup_folder)
+    groups = groups_of(lib, max_score=0.99999)
+    assert all(not m.exact for g in groups for m in g.members[1:])
+    assert "other/orig0_again.jpg" not in {m.item.key for g in groups for m in g.members}
+
+
+@pytest.fixture
+def private_trash(tmp_path, monkeypatch):
+    from send2trash import plat_other
+
+    home = tmp_path / "xdg"
+    monkeypatch.setattr(plat_other, "XDG_DATA_HOME", os.fsencode(home))
+    monkeypatch.setattr(plat_other, "HOMETRASH_B", os.fsencode(home / "Trash"))
+    monkeypatch.setattr(plat_other, "get_dev", lambda path: 0)  # same volume: use the home trash
+    monkeypatch.setenv("XDG_DATA_HOME", str(home))
+    return home / "Trash"
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    return {p.relative_to(root).as_posix(): dedup.file_hash(p) for p in sorted(root.rglob("*.jpg"))}
+
+
+@pytest.mark.parametrize("mode", ["trash", "move"])
+def test_clean_up_then_undo_restores_every_byte(dup_folder, tmp_path, private_trash, mode):
+    before = snapshot(dup_folder)
+    lib = index_folder(dup_folder)
+    groups = groups_of(lib)
+    plan = dedup.plan_removals(groups)
+    assert len(plan) == 11  # two copies per original, plus the exact copy of orig0
+    target = tmp_path / "removed"
+    result = list(dedup.execute(plan, mode, lib.journal_dir, lib.folder, target if mode == "move" else None))[-1]
+    assert len(result.moved) == 11 and not result.skipped
+    after = snapshot(dup_folder)
+    assert set(after) == {k for k in before if k.startswith(("orig", "other/loner"))}
+    if mode == "move":
+        assert snapshot(target) == {k: v for k, v in before.items() if k not in after}
+    else:
+        assert len(list((private_trash / "files").iterdir())) == 11
+    # The catalog and index follow the moves ...
+    index_folder(dup_folder)
+    assert len(lib.load_index().all_keys()) == len(after)
+    # ... and Undo puts every byte back, without re-embedding anything.
+    undo = list(dedup.undo(result.journal))[-1]
+    assert len(undo.moved) == 11 and not undo.skipped
+    assert snapshot(dup_folder) == before
+    embedder = Embedder("resnet18", "none")
+    summary = list(lib.update(embedder))[-1]
+    assert summary.embedded == 0 and summary.indexed == len(before)
+    if mode == "trash":
+        assert not list((private_trash / "files").iterdir()) and not list((private_trash / "info").iterdir())
+
+
+def test_refusals_protect_groups_and_reference_folders(dup_folder, tmp_path):
+    lib = index_folder(dup_folder)
+    groups = groups_of(lib)
+    g = groups[0]
+    with pytest.raises(DedupError, match="every copy"):
+        dedup.plan_removals([g], selected={g.keeper.key: {m.item.key for m in g.members}})
+    g0 = next(g for g in groups if g.keeper.key == "orig0.jpg")
+    with pytest.raises(DedupError, match="reference folder"):  # chosen explicitly: refused
+        dedup.plan_removals([g0], selected={"orig0.jpg": {"copies/small0.jpg"}}, reference=(dup_folder / "copies",))
+    # By default, members inside a reference folder are simply not planned.
+    plan = dedup.plan_removals(groups, reference=(dup_folder / "copies",))
+    assert plan and all(not p.item.key.startswith("copies/") for p in plan)
+    # A reference folder's photo is preferred as keeper, so plain plans never touch it.
+    ref_groups = groups_of(lib, reference=(dup_folder / "copies",))
+    plan = dedup.plan_removals(ref_groups, reference=(dup_folder / "copies",))
+    assert plan and all("copies/" not in p.item.key for p in plan)
+    with pytest.raises(DedupError, match="inside the library"):
+        list(dedup.execute(plan, "move", lib.journal_dir, lib.folder, dup_folder / "trash-here"))
+
+
+def test_files_changed_since_indexing_are_left_alone(dup_folder, tmp_path):
+    lib = index_folder(dup_folder)
+    plan = dedup.plan_removals(groups_of(lib))
+    victim = plan[0].item.path
+    bump_mtime(victim)
+    result = list(dedup.execute(plan, "move", lib.journal_dir, lib.folder, tmp_path / "out"))[-1]
+    assert victim.exists() and [p for p, _ in result.skipped] == [str(victim)]
+    assert "changed since it was indexed" in result.skipped[0][1]
