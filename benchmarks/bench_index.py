@@ -28,7 +28,7 @@ from torchvision import transforms as T
 
 from simviewer.core.embedder import Embedder, cpu_supports_bf16
 from simviewer.core.images import walk_images
-from simviewer.core.library import IndexSummary, Library
+from simviewer.core.library import IndexSummary, Library, final_summary
 
 
 def make_12mp(out: Path, source: Path, count: int) -> None:
@@ -78,13 +78,8 @@ def bf16_agreement(files: list[str], arch: str, weights: str) -> dict:
 
 
 def run_ours(folder: Path, arch: str, weights: str, index_dir: Path, batch: int, workers: int) -> IndexSummary:
-    lib = Library(folder, index_dir)
-    summary = None
-    for ev in lib.update(Embedder(arch, weights), batch_size=batch, workers=workers):
-        if isinstance(ev, IndexSummary):
-            summary = ev
-    assert summary is not None
-    return summary
+    return final_summary(Library(folder, index_dir).update(Embedder(arch, weights), batch_size=batch,
+                                                           workers=workers))
 
 
 def main(argv=None) -> int:

@@ -21,16 +21,7 @@ from pathlib import Path
 
 from simviewer.core.embedder import Embedder
 from simviewer.core.images import walk_images
-from simviewer.core.library import IndexSummary, Library
-
-
-def last_summary(events) -> IndexSummary:
-    summary = None
-    for ev in events:
-        if isinstance(ev, IndexSummary):
-            summary = ev
-    assert summary is not None
-    return summary
+from simviewer.core.library import Library, final_summary
 
 
 def main(argv=None) -> int:
@@ -50,14 +41,14 @@ def main(argv=None) -> int:
             shutil.copyfile(sources[i % len(sources)], dest)
         lib = Library(folder, index_dir)
         t = time.perf_counter()
-        first = last_summary(lib.update(Embedder(args.model, "none")))
+        first = final_summary(lib.update(Embedder(args.model, "none")))
         print(f"first index of {first.total} files: {time.perf_counter() - t:.1f} s "
               f"({first.embedded} embedded, {first.reused} reused)")
 
         ours = []
         for _ in range(args.repeat):
             t = time.perf_counter()
-            s = last_summary(lib.update(Embedder(args.model, "none")))
+            s = final_summary(lib.update(Embedder(args.model, "none")))
             ours.append(time.perf_counter() - t)
             assert s.embedded == 0 and not s.index_rebuilt
         naive = []

@@ -305,14 +305,6 @@ def cmd_query(args: argparse.Namespace) -> int:
     return 0
 
 
-def _human_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GB"
-
-
 def _up_to_date_index(library, args: argparse.Namespace):
     """Bring the folder's index up to date (near-instant when nothing changed) and load it.
 
@@ -330,7 +322,9 @@ def _up_to_date_index(library, args: argparse.Namespace):
 
 
 def _print_result(verb: str, result) -> None:
-    print(f"{verb} {len(result.moved)} files ({_human_bytes(result.bytes_moved)})")
+    from .core.units import human_size
+
+    print(f"{verb} {len(result.moved)} files ({human_size(result.bytes_moved)})")
     for path, reason in result.skipped:
         print(f"  left alone: {path}: {reason}")
 
@@ -338,6 +332,7 @@ def _print_result(verb: str, result) -> None:
 def cmd_dedup(args: argparse.Namespace) -> int:
     from .core import dedup
     from .core.library import Library
+    from .core.units import human_size
 
     library = Library(args.folder, args.index_dir)
     if args.undo:
@@ -372,7 +367,7 @@ def cmd_dedup(args: argparse.Namespace) -> int:
     reclaim = sum(g.reclaimable for g in groups)
     untrained = " (untrained model)" if index.manifest["model"].get("untrained") else ""
     print(f"{len(groups)} groups of near-duplicates at cosine >= {threshold}{untrained}: "
-          f"{sum(len(g.members) - 1 for g in groups)} files to remove, {_human_bytes(reclaim)} to reclaim")
+          f"{sum(len(g.members) - 1 for g in groups)} files to remove, {human_size(reclaim)} to reclaim")
     for g in groups[:50] if (args.trash or args.move_to) else groups:
         kind = " (exact copies)" if g.exact else ""
         print(f"keep {g.keeper.path}{kind}")
@@ -384,7 +379,7 @@ def cmd_dedup(args: argparse.Namespace) -> int:
     plan = dedup.plan_removals(groups, reference=reference)
     where = "the system trash" if args.trash else args.move_to
     if args.dry_run:
-        print(f"dry run: would move {len(plan)} files ({_human_bytes(sum(p.item.size for p in plan))}) to {where}")
+        print(f"dry run: would move {len(plan)} files ({human_size(sum(p.item.size for p in plan))}) to {where}")
         return 0
     result = None
     for ev in dedup.execute(plan, "trash" if args.trash else "move", library.journal_dir, library.folder,

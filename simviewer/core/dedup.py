@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import hashlib
 import json
 import logging
 import os
@@ -30,6 +29,7 @@ from urllib.parse import unquote
 import numpy as np
 
 from .catalog import Catalog
+from .images import file_digest
 from .index import AnnIndex
 
 log = logging.getLogger(__name__)
@@ -344,14 +344,6 @@ class ActionResult:
     bytes_moved: int
 
 
-def file_hash(path: Path) -> str:
-    h = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 class Journal:
     """An append-only JSON-lines record of moves, written (and flushed to disk) before each move."""
 
@@ -426,7 +418,7 @@ def execute(plan: Sequence[PlannedMove], mode: str, journal_dir: Path, root: Pat
         if not pm.group_keeper.path.exists():
             skipped.append((str(src), f"its keeper {pm.group_keeper.path} is gone; nothing removed"))
             continue
-        digest = file_hash(src)
+        digest = file_digest(src)
         if digest != it.hash:
             skipped.append((str(src), "its content changed since it was indexed"))
             continue
@@ -525,7 +517,7 @@ def undo(journal_path: Path) -> Iterator[ActionProgress | ActionResult]:
         info = dst.parent.parent / "info" / (dst.name + ".trashinfo")
         if dst.parent.name == "files" and info.is_file():
             info.unlink()
-        if file_hash(src) != e["hash"]:
+        if file_digest(src) != e["hash"]:
             problems.append((str(src), "restored, but its content differs from what was moved"))
         journal.undone(e["n"])
         restored.append((str(dst), str(src)))

@@ -8,7 +8,6 @@ exact weights and the preprocessing, so vectors from different models never mix.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -22,6 +21,7 @@ from torch import nn
 from torchvision import models
 from torchvision.transforms import functional as TF
 
+from .images import file_digest
 from .registry import ARCHITECTURES, DEFAULT_ARCH
 
 log = logging.getLogger(__name__)
@@ -118,14 +118,6 @@ def default_threads() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - non-Linux
         return max(1, os.cpu_count() or 1)
-
-
-def _file_digest(path: str) -> str:
-    h = hashlib.blake2b(digest_size=8)
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _imagenet_weights(arch: str) -> models.WeightsEnum:
@@ -239,7 +231,7 @@ def resolve(arch: str, spec: WeightsSpec) -> Resolved:
         _load_into(model, sd, spec.path, ignore_prefix=("fc.", "aux1.", "aux2.", "AuxLogits."))
         label = f"weights file ({Path(spec.path).name})"
     model = _headless(model).eval()
-    return Resolved(f"file:{_file_digest(spec.path)}", label, preprocess, lambda: model)
+    return Resolved(f"file:{file_digest(spec.path, 8)}", label, preprocess, lambda: model)
 
 
 def _load_into(model: nn.Module, sd: dict, path: str, ignore_prefix: tuple[str, ...] | None) -> None:

@@ -212,6 +212,17 @@ def read_file(path: str | os.PathLike) -> bytes:
         raise ImageError(f"cannot read file: {exc.strerror or exc}") from None
 
 
+def file_digest(path: str | os.PathLike, digest_size: int = 16) -> str:
+    """BLAKE2b of a file's bytes, read in 1 MiB chunks (the catalog's content hash at size 16)."""
+    import hashlib
+
+    h = hashlib.blake2b(digest_size=digest_size)
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def _orient(im: Image.Image) -> Image.Image:
     try:
         return ImageOps.exif_transpose(im)

@@ -114,6 +114,17 @@ class IndexSummary:
 Event = ScanDone | IndexProgress | FileSkipped | IndexBuilding | IndexSummary
 
 
+def final_summary(events: Iterator[Event]) -> IndexSummary:
+    """Drive an update to its end, ignoring progress; returns its summary."""
+    summary = None
+    for ev in events:
+        if isinstance(ev, IndexSummary):
+            summary = ev
+    if summary is None:
+        raise LibraryError("the update ended without a summary")
+    return summary
+
+
 # -- helpers ------------------------------------------------------------------------------------
 def default_index_dir(folder: str | os.PathLike) -> Path:
     """Per-user location of a folder's index, keyed by its absolute path."""

@@ -9,6 +9,7 @@ from pathlib import Path
 from PySide6.QtCore import QAbstractListModel, QModelIndex, Qt
 from PySide6.QtGui import QColor, QImage, QPixmap
 
+from ..core.units import human_size
 from .thumbnails import THUMB_SIZE, ThumbnailLoader
 
 PathRole = Qt.ItemDataRole.UserRole + 1
@@ -25,14 +26,6 @@ class FileRow:
     width: int | None
     height: int | None
     score: float | None = None
-
-
-def human_size(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GB"
 
 
 class PixmapCache:

@@ -144,7 +144,7 @@ def private_trash(tmp_path, monkeypatch):
 
 
 def snapshot(root: Path) -> dict[str, str]:
-    return {p.relative_to(root).as_posix(): dedup.file_hash(p) for p in sorted(root.rglob("*.jpg"))}
+    return {p.relative_to(root).as_posix(): dedup.file_digest(p) for p in sorted(root.rglob("*.jpg"))}
 
 
 @pytest.mark.parametrize("mode", ["trash", "move"])
