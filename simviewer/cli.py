@@ -110,6 +110,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="say what --trash/--move-to would do, do nothing")
     _add_library_args(p, None, None)
 
+    p = sub.add_parser("eval", help="measure dedup and retrieval quality on a labelled folder",
+                       description="Pair-level precision/recall/F1 of dedup at the threshold and at the best "
+                                   "threshold, and retrieval recall@1, recall@5 and mAP, for the folder's model "
+                                   "and for a perceptual-hash (pHash) baseline in the same run.")
+    p.add_argument("folder", metavar="FOLDER")
+    p.add_argument("--labels", required=True, metavar="LABELS.csv",
+                   help="CSV with header path,group (path relative to FOLDER); same group = duplicates")
+    p.add_argument("--threshold", type=float, default=None, help="dedup threshold to score (default 0.95)")
+    p.add_argument("--json", action="store_true", help="print the figures as JSON")
+    _add_library_args(p, None, None)
+
     p = sub.add_parser("explain", help="show why two photos match: Grad-CAM heat maps side by side",
                        description="Write IMAGE_A and IMAGE_B side by side with heat maps of the regions that "
                                    "make them similar (Grad-CAM of the cosine between their embeddings). "
@@ -125,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-COMMANDS = ("index", "query", "dedup", "explain")
+COMMANDS = ("index", "query", "dedup", "explain", "eval")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -147,7 +158,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
-        return {"index": cmd_index, "query": cmd_query, "dedup": cmd_dedup, "explain": cmd_explain}[args.command](args)
+        return {"index": cmd_index, "query": cmd_query, "dedup": cmd_dedup, "explain": cmd_explain,
+                "eval": cmd_eval}[args.command](args)
     except CliError as exc:
         print(f"simviewer: error: {exc}", file=sys.stderr)
         return 1
@@ -161,13 +173,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .core.catalog import CatalogError
         from .core.dedup import DedupError
         from .core.embedder import EmbedderError
+        from .core.evaluate import EvalError
         from .core.gradcam import GradCamError
         from .core.images import ImageError
         from .core.index import IndexError_
         from .core.library import LibraryError
 
         if isinstance(exc, (EmbedderError, ImageError, IndexError_, LibraryError, CatalogError, GradCamError,
-                            DedupError, OSError)):
+                            DedupError, EvalError, OSError)):
             print(f"simviewer: error: {exc}", file=sys.stderr)
             return 1
         raise
@@ -388,6 +401,49 @@ def cmd_dedup(args: argparse.Namespace) -> int:
     _print_result(f"moved to {where}:", result)
     print(f"undo with: simviewer dedup {args.folder} --undo {result.journal}")
     _up_to_date_index(library, args)  # the index and catalog follow the moves
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .core import dedup, evaluate
+    from .core.library import Library
+
+    threshold = dedup.DEFAULT_THRESHOLD if args.threshold is None else args.threshold
+    labels = evaluate.read_labels(args.labels)
+    library = Library(args.folder, args.index_dir)
+    index = _up_to_date_index(library, args)
+    with library.open_catalog() as cat:
+        items = [it for it in dedup.load_items(cat, index, library.folder) if it.key in labels]
+    missing = sorted(set(labels) - {it.key for it in items})
+    if len(items) < 2:
+        raise CliError(f"fewer than two labelled photos are indexed in {library.folder}")
+    vectors = np.stack([index.vector(it.key) for it in items]).astype(np.float64)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    groups = np.array([labels[it.key] for it in items])
+    model = index.manifest["model"]
+    reports = [
+        evaluate.evaluate_method(model.get("label", model["arch"]), items, vectors @ vectors.T, groups, threshold),
+        evaluate.evaluate_method("pHash", items, evaluate.phash_similarity([it.path for it in items]), groups,
+                                 threshold),
+    ]
+    n_pairs = sum(int(c * (c - 1) / 2) for c in np.unique(groups, return_counts=True)[1])
+    if args.json:
+        print(json.dumps({"folder": str(library.folder), "photos": len(items), "groups": len(set(groups)),
+                          "duplicate_pairs": n_pairs, "missing": missing,
+                          "methods": [r.to_dict() for r in reports]}, indent=2))
+        return 0
+    print(f"{library.folder}: {len(items)} labelled photos in {len(set(groups))} groups, {n_pairs} duplicate pairs")
+    if missing:
+        print(f"  {len(missing)} labelled photos are not in the index (skipped or absent), e.g. {missing[0]}")
+    print(f"  {'method':40s} {'dedup at ' + format(threshold, 'g'):>22s}   {'best threshold':>30s}   "
+          f"{'R@1':>5s} {'R@5':>5s} {'mAP':>5s}")
+    for r in reports:
+        a, b = r.at_threshold, r.best
+        print(f"  {r.name:40s} P {a.precision:.2f} R {a.recall:.2f} F1 {a.f1:.2f}   "
+              f"{b.threshold:.4f}: P {b.precision:.2f} R {b.recall:.2f} F1 {b.f1:.2f}   "
+              f"{r.retrieval.recall_at_1:.2f}  {r.retrieval.recall_at_5:.2f}  {r.retrieval.mean_ap:.2f}")
     return 0
 
 

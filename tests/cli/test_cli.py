@@ -205,3 +205,22 @@ def test_dedup_bad_values_are_reported():
     assert proc.returncode == 1 and "--threshold must be a cosine" in proc.stderr
     proc = simviewer("dedup", ".", "--trash", "--move-to", "x", check=False)
     assert proc.returncode == 2
+
+
+def test_eval_reports_dedup_retrieval_and_phash(tmp_path):
+    root = tmp_path / "photos"
+    rows = ["path,group"]
+    for i in range(4):
+        im = make_photo(500 + i)
+        for name, edit in (("orig", lambda x: x), ("small", EDITS["resized"]), ("crop", EDITS["cropped"])):
+            write_jpeg(root / f"{name}{i}.jpg", edit(im))
+            rows.append(f"{name}{i}.jpg,g{i}")
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    out = simviewer("eval", root, "--labels", tmp_path / "labels.csv", "--index-dir", tmp_path / "idx",
+                    "--model", "resnet18", "--weights", "none", "--threshold", "0.998", "--json")
+    data = json.loads(out.stdout)
+    assert (data["photos"], data["groups"], data["duplicate_pairs"]) == (12, 4, 12)
+    cnn, ph = data["methods"]
+    assert ph["method"] == "pHash" and "untrained" in cnn["method"]
+    assert cnn["retrieval"]["recall@1"] == 1.0 and cnn["best"]["f1"] == 1.0
+    assert cnn["best"]["f1"] >= cnn["dedup"]["f1"] and ph["best"]["f1"] >= ph["dedup"]["f1"]
