@@ -74,3 +74,17 @@ def test_bench_explain_smoke(tmp_path):
 def test_bench_gradcam_checks_smoke():
     out = run("bench_gradcam_checks.py", "--model", "resnet18", "--layers", "layer4", "--pairs", 2)
     assert ratio(out) > 0 and "patch mass" in out and "deletion drop" in out
+
+
+def test_make_neardup_set_smoke(tmp_path):
+    src = tmp_path / "src"
+    rows = ["path,group"]
+    for i in range(4):
+        write_jpeg(src / f"p{i}.jpg", make_photo(i))
+        rows.append(f"p{i}.jpg,obj{i // 2}")
+    (src / "ground_truth.csv").write_text("\n".join(rows) + "\n")
+    out = run("make_neardup_set.py", src, tmp_path / "set")
+    assert "2 duplicate groups of 9, 2 distractors" in out
+    labels = (tmp_path / "set" / "labels.csv").read_text().splitlines()
+    assert labels[0] == "path,group" and len(labels) == 1 + 20
+    assert all((tmp_path / "set" / line.split(",")[0]).is_file() for line in labels[1:])
