@@ -88,3 +88,8 @@ def test_make_neardup_set_smoke(tmp_path):
     labels = (tmp_path / "set" / "labels.csv").read_text().splitlines()
     assert labels[0] == "path,group" and len(labels) == 1 + 20
     assert all((tmp_path / "set" / line.split(",")[0]).is_file() for line in labels[1:])
+
+
+def test_bench_regroup_smoke():
+    out = run("bench_regroup.py", "-n", 200, "--dim", 32)
+    assert ratio(out) > 0 and "200 photos" in out
