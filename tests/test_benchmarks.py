@@ -26,6 +26,12 @@ def run(script: str, *args) -> str:
     return out.stdout
 
 
+def photos(folder: Path, n: int) -> Path:
+    for i in range(n):
+        write_jpeg(folder / f"{i}.jpg", make_photo(i))
+    return folder
+
+
 def ratio(text: str) -> float:
     m = re.search(r"ratio: (?:set-up )?([0-9.]+)x", text)
     assert m, text
@@ -33,8 +39,7 @@ def ratio(text: str) -> float:
 
 
 def test_bench_index_smoke(tmp_path):
-    for i in range(6):
-        write_jpeg(tmp_path / "src" / f"{i}.jpg", make_photo(i))
+    photos(tmp_path / "src", 6)
     run("bench_index.py", "--make-12mp", tmp_path / "big", "--source", tmp_path / "src", "--count", 3)
     assert len(list((tmp_path / "big").glob("*.jpg"))) == 3
     out = run("bench_index.py", tmp_path / "big", "--model", "resnet18", "--naive-limit", 3)
@@ -42,31 +47,27 @@ def test_bench_index_smoke(tmp_path):
 
 
 def test_bench_reindex_smoke(tmp_path):
-    for i in range(4):
-        write_jpeg(tmp_path / "src" / f"{i}.jpg", make_photo(i))
+    photos(tmp_path / "src", 4)
     out = run("bench_reindex.py", "--source", tmp_path / "src", "-n", 40, "--repeat", 1)
     assert ratio(out) > 0 and "first index of 40 files" in out
 
 
 def test_bench_gui_stall_smoke(tmp_path):
     pytest.importorskip("PySide6")
-    for i in range(5):
-        write_jpeg(tmp_path / "src" / f"{i}.jpg", make_photo(i))
+    photos(tmp_path / "src", 5)
     out = run("bench_gui_stall.py", "--source", tmp_path / "src", "--count", 12)
     assert ratio(out) > 0 and "12 in the grid at the end" in out
 
 
 def test_bench_grid_scroll_smoke(tmp_path):
     pytest.importorskip("PySide6")
-    for i in range(3):
-        write_jpeg(tmp_path / "src" / f"{i}.jpg", make_photo(i))
+    photos(tmp_path / "src", 3)
     out = run("bench_grid_scroll.py", "--source", tmp_path / "src", "-n", 300)
     assert ratio(out) > 0 and "300 photos in the grid" in out
 
 
 def test_bench_explain_smoke(tmp_path):
-    for i in range(4):
-        write_jpeg(tmp_path / "src" / f"{i}.jpg", make_photo(i))
+    photos(tmp_path / "src", 4)
     out = run("bench_explain.py", tmp_path / "src", "--model", "resnet18", "--pairs", 2)
     assert ratio(out) > 0 and "s per pair" in out
 

@@ -63,7 +63,7 @@ class FileRecord:
 
 
 class CatalogError(Exception):
-    pass
+    """A catalog that cannot be opened or read by this version."""
 
 
 class Catalog:

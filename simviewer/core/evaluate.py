@@ -22,7 +22,7 @@ from .images import ImageError, load_image
 
 
 class EvalError(Exception):
-    pass
+    """Labels or photos that cannot be evaluated; the message says why."""
 
 
 @dataclass(frozen=True)

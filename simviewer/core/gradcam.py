@@ -31,7 +31,7 @@ DEFAULT_LAYERS = {
 
 
 class GradCamError(Exception):
-    pass
+    """A layer or model that cannot be explained; the message says why."""
 
 
 # -- hooks --------------------------------------------------------------------------------------

@@ -40,11 +40,11 @@ class IndexError_(Exception):
 
 
 class IndexMissing(IndexError_):
-    pass
+    """The folder has not been indexed yet."""
 
 
 class IndexMismatch(IndexError_):
-    pass
+    """An index that does not match its manifest, its files or the model asked for."""
 
 
 def angular_to_cosine(distance: float | np.ndarray) -> float | np.ndarray:

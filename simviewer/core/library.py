@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 
 class LibraryError(Exception):
-    pass
+    """A folder that cannot be opened or updated; the message says why."""
 
 
 # -- events -------------------------------------------------------------------------------------
@@ -179,10 +179,11 @@ class Library:
         with open(self.index_dir / "lock", "w") as fh:
             try:
                 import fcntl
-
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except ImportError:  # pragma: no cover - Windows: no advisory lock
-                pass
+                fcntl = None
+            try:
+                if fcntl is not None:
+                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
                 raise LibraryError(
                     f"{self.folder} is being indexed by another simviewer process; wait for it to finish"
