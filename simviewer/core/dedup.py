@@ -107,13 +107,14 @@ class Neighbours:
                 should_stop: Callable[[], bool] | None = None) -> Neighbours:
         """Ask Annoy for each item's neighbours, widening k while they are all above the floor."""
         pos = {it.key: n for n, it in enumerate(items)}
-        item_of_key = {key: index.item_of(key) for key in pos}
-        key_of_item = {v: key for key, v in item_of_key.items() if v is not None}
+        # Annoy item ids are positions in the index's key list: one read instead of one per key.
+        key_of_item = dict(enumerate(index.all_keys()))
+        item_of_key = {key: item for item, key in key_of_item.items()}
         ii, jj, ss = [], [], []
         for key, n in pos.items():
             if should_stop is not None and should_stop():
                 break
-            a = item_of_key[key]
+            a = item_of_key.get(key)
             if a is None:
                 continue
             kk = k
@@ -126,14 +127,10 @@ class Neighbours:
                 other = key_of_item.get(b)
                 if other is None or other == key:
                     continue
-                m = pos[other]
-                if s >= floor and n < m:
-                    ii.append(n)
-                    jj.append(m)
-                    ss.append(s)
-                elif s >= floor and m < n:
-                    ii.append(m)
-                    jj.append(n)
+                m = pos.get(other)
+                if m is not None and s >= floor:
+                    ii.append(min(n, m))
+                    jj.append(max(n, m))
                     ss.append(s)
         # Byte-identical files share one vector: make their pairs exact 1.0 whatever Annoy said.
         by_hash: dict[str, list[int]] = {}

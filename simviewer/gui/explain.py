@@ -58,7 +58,7 @@ class ExplainService(QObject):
 
     explained = Signal(object)  # ExplainedPair
     failed = Signal(str, str, str)  # query, match, reason
-    stages_ready = Signal(object)  # list[StageInfo] of the current model
+    stages_ready = Signal(object, int)  # list[StageInfo] of the current model, its input side
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
@@ -117,7 +117,7 @@ class ExplainService(QObject):
                 except queue.Empty:
                     continue
                 if key == "stages":
-                    yield ("stages", list(stages.values()))
+                    yield ("stages", list(stages.values()), pre.crop)
                     continue
                 try:
                     a = load_image(query, pre.resize).image
@@ -141,7 +141,7 @@ class ExplainService(QObject):
     def _on_event(self, event) -> None:
         kind = event[0]
         if kind == "stages":
-            self.stages_ready.emit(event[1])
+            self.stages_ready.emit(event[1], event[2])
         elif kind == "done":
             _, key, pair = event
             self._pending.discard(key)
@@ -165,7 +165,7 @@ class ModelInfoDialog(QDialog):
 
     COLUMNS = ("stage", "output (h × w × channels)", "stride (px)", "receptive field (px)", "parameters")
 
-    def __init__(self, label: str, crop: int, parent=None) -> None:
+    def __init__(self, label: str, parent=None) -> None:
         super().__init__(parent)
         self.setWindowTitle("Model layers")
         self.resize(720, 420)
@@ -174,12 +174,9 @@ class ModelInfoDialog(QDialog):
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         self.table.horizontalHeader().setStretchLastSection(True)
         self.table.verticalHeader().hide()
-        note = QLabel(
-            f"<b>{label}</b>, input {crop} × {crop} px. Each cell of a stage's output sees a square of the "
-            "input the size of its receptive field (measured on the network itself); neighbouring cells "
-            "are one stride apart. Heat maps are drawn from the last stage, so each of their cells "
-            "summarises a large part of the photo."
-        )
+        self.label = label
+        self.note = QLabel(f"<b>{label}</b>")
+        note = self.note
         note.setWordWrap(True)
         lay = QVBoxLayout(self)
         lay.addWidget(note)
@@ -187,7 +184,13 @@ class ModelInfoDialog(QDialog):
         self.status = QLabel("Measuring the receptive fields…")
         lay.addWidget(self.status)
 
-    def set_stages(self, stages: list[gradcam.StageInfo]) -> None:
+    def set_stages(self, stages: list[gradcam.StageInfo], crop: int) -> None:
+        self.note.setText(
+            f"<b>{self.label}</b>, input {crop} × {crop} px. Each cell of a stage's output sees a square of "
+            "the input the size of its receptive field (measured on the network itself); neighbouring "
+            "cells are one stride apart. Heat maps are drawn from the last stage, so each of their cells "
+            "summarises a large part of the photo."
+        )
         self.table.setRowCount(len(stages))
         for row, s in enumerate(stages):
             values = (s.name, f"{s.out_size[0]} × {s.out_size[1]} × {s.channels}", str(s.stride),

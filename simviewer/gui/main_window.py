@@ -624,8 +624,7 @@ class MainWindow(QMainWindow):
             self.show_error("No library open", "Open a folder first: the table describes the model it uses.")
             return
         model = self.index.manifest["model"]
-        crop = Embedder(model["arch"], model["weights"]).preprocess.crop  # no network is built for this
-        dlg = ModelInfoDialog(model.get("label", model["arch"]), crop, self)
+        dlg = ModelInfoDialog(model.get("label", model["arch"]), self)
         self.explain.stages_ready.connect(dlg.set_stages)
         self.explain.request_stages()
         dlg.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
