@@ -174,6 +174,19 @@ class Catalog:
         r = self.db.execute("SELECT vector FROM embeddings WHERE hash=? AND model=?", (hash_, model)).fetchone()
         return np.frombuffer(r[0], np.float32) if r else None
 
+    def vectors_for(self, model: str) -> dict[str, np.ndarray]:
+        """Every stored vector of *model*, by content hash."""
+        return {h: np.frombuffer(v, np.float32)
+                for h, v in self.db.execute("SELECT hash, vector FROM embeddings WHERE model=?", (model,))}
+
+    def put_vectors(self, model: str, vectors: Iterable[tuple[str, np.ndarray]]) -> None:
+        """Store vectors of known content without touching the file rows (one transaction)."""
+        with self.db:
+            self.db.executemany(
+                "INSERT OR REPLACE INTO embeddings VALUES (?,?,?)",
+                ((h, model, np.ascontiguousarray(v, np.float32).tobytes()) for h, v in vectors),
+            )
+
     def indexed_items(self, model: str) -> Iterator[tuple[str, str, bytes]]:
         """(path, hash, vector bytes) of every ok file with a vector for *model*, by path."""
         return iter(

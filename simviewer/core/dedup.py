@@ -35,6 +35,13 @@ from .index import AnnIndex
 log = logging.getLogger(__name__)
 
 DEFAULT_THRESHOLD = 0.95
+# An untrained network's vectors share a large common direction, so every pair of photos scores
+# above 0.99 and the useful thresholds sit just below 1. Best-F1 thresholds measured with
+# `simviewer eval` on the near-duplicate set of benchmarks/make_neardup_set.py (README, Duplicates).
+UNTRAINED_THRESHOLDS = {"resnet18": 0.997, "resnet50": 0.9995}
+UNTRAINED_FALLBACK = 0.999
+# How a pair matched: as is, or through a mirrored/rotated copy (see core.images.VARIANTS).
+VIA = ("", "mirror", "rot90", "rot180")
 DEFAULT_RULES = ("resolution", "size", "oldest", "shortest-path")
 RULE_HELP = {
     "resolution": "the most pixels",
@@ -44,6 +51,19 @@ RULE_HELP = {
     "shortest-path": "the shortest path",
     "folder:DIR": "inside DIR (a preferred folder)",
 }
+
+
+def default_threshold(model: dict) -> float:
+    """The starting threshold for an index's model (its manifest's "model" entry)."""
+    if model.get("untrained"):
+        return UNTRAINED_THRESHOLDS.get(model.get("arch", ""), UNTRAINED_FALLBACK)
+    return DEFAULT_THRESHOLD
+
+
+def threshold_floor(threshold: float) -> float:
+    """How far down to cache neighbours, so a threshold slider can move without new Annoy
+    queries: four times the threshold's distance from 1 (0.95 -> 0.80, 0.997 -> 0.988)."""
+    return max(0.0, 1.0 - 4.0 * (1.0 - threshold))
 
 
 class DedupError(Exception):
@@ -71,6 +91,7 @@ class Member:
     item: Item
     score: float  # cosine to the keeper (1.0 for the keeper itself)
     exact: bool  # byte-identical to the keeper
+    via: str = ""  # "" or the variant (mirror, rot90, rot180) through which it matched the keeper
 
 
 @dataclass(frozen=True)
@@ -101,37 +122,64 @@ class Neighbours:
     j: np.ndarray
     score: np.ndarray
     floor: float
+    via: np.ndarray | None = None  # per pair: index into VIA ("" = as is, else the variant matched)
+
+    def __post_init__(self) -> None:
+        if self.via is None:
+            self.via = np.zeros(len(self.i), np.int8)
 
     @classmethod
     def compute(cls, index: AnnIndex, items: list[Item], floor: float = 0.80, k: int = 16,
-                should_stop: Callable[[], bool] | None = None) -> Neighbours:
-        """Ask Annoy for each item's neighbours, widening k while they are all above the floor."""
+                should_stop: Callable[[], bool] | None = None,
+                variants: dict[str, dict[str, np.ndarray]] | None = None) -> Neighbours:
+        """Ask Annoy for each item's neighbours, widening k while they are all above the floor.
+
+        *variants* (kind -> content hash -> vector, from ``Library.variant_vectors``) adds the
+        neighbours of each photo's mirrored and rotated copies: flip/rotation-invariant matching.
+        """
         pos = {it.key: n for n, it in enumerate(items)}
         # Annoy item ids are positions in the index's key list: one read instead of one per key.
         key_of_item = dict(enumerate(index.all_keys()))
         item_of_key = {key: item for item, key in key_of_item.items()}
-        ii, jj, ss = [], [], []
+        ii, jj, ss, vv = [], [], [], []
+
+        def widen(search: Callable[[int], tuple[list, list[float]]]) -> tuple[list, list[float]]:
+            kk = k
+            while True:
+                found, cosines = search(kk)
+                if len(found) < kk or not cosines or cosines[-1] < floor or kk >= 1024:
+                    return found, cosines
+                kk *= 4
+
+        def add(n: int, m: int | None, score: float, via: int) -> None:
+            if m is not None and m != n and score >= floor:
+                ii.append(min(n, m))
+                jj.append(max(n, m))
+                ss.append(score)
+                vv.append(via)
+
         for key, n in pos.items():
             if should_stop is not None and should_stop():
                 break
             a = item_of_key.get(key)
             if a is None:
                 continue
-            kk = k
-            while True:
-                nbrs, cosines = index.item_neighbours(a, kk)
-                if len(nbrs) < kk or cosines[-1] < floor or kk >= 1024:
-                    break
-                kk *= 4
+            nbrs, cosines = widen(lambda kk, a=a: index.item_neighbours(a, kk))
             for b, s in zip(nbrs, cosines):
                 other = key_of_item.get(b)
-                if other is None or other == key:
+                add(n, pos.get(other) if other is not None else None, s, 0)
+            for kind, by_hash in (variants or {}).items():
+                vec = by_hash.get(items[n].hash)
+                if vec is None:
                     continue
-                m = pos.get(other)
-                if m is not None and s >= floor:
-                    ii.append(min(n, m))
-                    jj.append(max(n, m))
-                    ss.append(s)
+
+                def by_vector(kk: int, vec=vec) -> tuple[list, list[float]]:
+                    found = index.query_vector(vec, kk)
+                    return [f[0] for f in found], [f[1] for f in found]
+
+                found, cosines = widen(by_vector)
+                for other, s in zip(found, cosines):
+                    add(n, pos.get(other), s, VIA.index(kind))
         # Byte-identical files share one vector: make their pairs exact 1.0 whatever Annoy said.
         by_hash: dict[str, list[int]] = {}
         for n, it in enumerate(items):
@@ -142,15 +190,17 @@ class Neighbours:
                     ii.append(same[x])
                     jj.append(same[y])
                     ss.append(1.0)
+                    vv.append(0)
         i, j, s = np.array(ii, np.int64), np.array(jj, np.int64), np.array(ss, np.float64)
-        # A pair can come from both ends: keep its highest score once.
+        via = np.array(vv, np.int8)
+        # A pair can come from both ends (and from several variants): keep its highest score once.
         if len(i):
             order = np.lexsort((-s, j, i))
-            i, j, s = i[order], j[order], s[order]
+            i, j, s, via = i[order], j[order], s[order], via[order]
             first = np.ones(len(i), bool)
             first[1:] = (i[1:] != i[:-1]) | (j[1:] != j[:-1])
-            i, j, s = i[first], j[first], s[first]
-        return cls(items, i, j, np.minimum(s, 1.0), floor)
+            i, j, s, via = i[first], j[first], s[first], via[first]
+        return cls(items, i, j, np.minimum(s, 1.0), floor, via)
 
 
 def load_items(catalog: Catalog, index: AnnIndex, root: Path) -> list[Item]:
@@ -213,14 +263,17 @@ def group(nb: Neighbours, opts: GroupingOptions) -> list[Group]:
         keep &= nb.score >= opts.min_score
     if opts.max_score is not None:
         keep &= nb.score <= opts.max_score
-    i, j, s = nb.i[keep], nb.j[keep], nb.score[keep]
+    i, j, s, v = nb.i[keep], nb.j[keep], nb.score[keep], nb.via[keep]
     adj: dict[int, dict[int, float]] = {}
-    for a, b, sc in zip(i.tolist(), j.tolist(), s.tolist()):
+    via: dict[tuple[int, int], int] = {}
+    for a, b, sc, how in zip(i.tolist(), j.tolist(), s.tolist(), v.tolist()):
         ha, hb = items[a].hash, items[b].hash
         if ha != hb and (min(ha, hb), max(ha, hb)) in opts.ignored:
             continue
         adj.setdefault(a, {})[b] = sc
         adj.setdefault(b, {})[a] = sc
+        if how:
+            via[a, b] = how
 
     # Connected sets of candidates (iterative DFS).
     seen: set[int] = set()
@@ -250,7 +303,8 @@ def group(nb: Neighbours, opts: GroupingOptions) -> list[Group]:
             if not taken:
                 continue
             members = [Member(items[keeper], 1.0, True)] + sorted(
-                (Member(items[n], adj[keeper][n], items[n].hash == items[keeper].hash) for n in taken),
+                (Member(items[n], adj[keeper][n], items[n].hash == items[keeper].hash,
+                        VIA[via.get((min(n, keeper), max(n, keeper)), 0)]) for n in taken),
                 key=lambda m: (-m.score, str(m.item.path)),
             )
             groups.append(Group(tuple(members)))
@@ -280,12 +334,12 @@ def write_csv(groups: Sequence[Group], path: str | os.PathLike) -> None:
 
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["group", "path", "keep", "score", "exact", "bytes", "width", "height"])
+    w.writerow(["group", "path", "keep", "score", "exact", "bytes", "width", "height", "matched_as"])
     for n, g in enumerate(groups, 1):
         for m in g.members:
             it = m.item
             w.writerow([n, str(it.path), int(m.item is g.keeper), f"{m.score:.6f}", int(m.exact), it.size,
-                        it.width or "", it.height or ""])
+                        it.width or "", it.height or "", m.via or "as is"])
     _atomic_write(Path(path), buf.getvalue())
 
 

@@ -73,6 +73,16 @@ def is_image_name(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
+# Edits a near-duplicate finder should see through: a mirrored copy, and rotations a camera or
+# an editor may have applied without EXIF orientation. With these three on each photo, the
+# symmetric pair search also covers 270 degrees (photo B rotated 90 back is photo A).
+VARIANTS = {
+    "mirror": lambda im: im.transpose(Image.Transpose.FLIP_LEFT_RIGHT),
+    "rot90": lambda im: im.transpose(Image.Transpose.ROTATE_90),
+    "rot180": lambda im: im.transpose(Image.Transpose.ROTATE_180),
+}
+
+
 def walk_images(root: str | os.PathLike, errors: WalkErrors | None = None) -> Iterator[os.DirEntry]:
     """Yield ``DirEntry`` objects for image files under *root*, recursively.
 

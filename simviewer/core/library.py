@@ -24,7 +24,7 @@ import torch
 
 from .catalog import Catalog, FileRecord
 from .embedder import Embedder
-from .images import ImageError, WalkErrors, decode_bytes, read_file, walk_images
+from .images import VARIANTS, ImageError, WalkErrors, decode_bytes, load_image, read_file, walk_images
 from .index import AnnIndex, read_manifest
 from .paths import data_root
 
@@ -112,6 +112,27 @@ class IndexSummary:
 
 
 Event = ScanDone | IndexProgress | FileSkipped | IndexBuilding | IndexSummary
+
+
+@dataclass(frozen=True)
+class VariantProgress:
+    """Mirrored/rotated copies embedded for flip- and rotation-invariant matching."""
+
+    done: int
+    total: int
+
+
+@dataclass(frozen=True)
+class VariantVectors:
+    """The last event of :meth:`Library.variant_vectors`: kind -> content hash -> vector."""
+
+    vectors: dict[str, dict[str, np.ndarray]]
+    skipped: list[tuple[str, str]]
+
+
+def variant_model(fingerprint: str, kind: str) -> str:
+    """Catalog key of the vectors of a variant (mirror, rot90, rot180) of each photo."""
+    return f"{fingerprint}#{kind}"
 
 
 def final_summary(events: Iterator[Event]) -> IndexSummary:
@@ -393,6 +414,67 @@ class Library:
                         if "hash" in rec:
                             hashes.add(rec["hash"])
         return hashes
+
+    def variant_vectors(
+        self, embedder: Embedder, files: list[tuple[str, Path]], kinds: tuple[str, ...] = tuple(VARIANTS),
+        *, batch_size: int = 32, workers: int = 2, should_stop: Callable[[], bool] | None = None,
+    ) -> Iterator[VariantProgress | VariantVectors]:
+        """Vectors of mirrored and rotated copies of *files* ((content hash, path) pairs).
+
+        Made once per content and model and kept in the catalog, so only new photos cost
+        anything on the next run. A stop keeps every finished batch; the final event then
+        holds what exists so far.
+        """
+        unknown = [k for k in kinds if k not in VARIANTS]
+        if unknown:
+            raise LibraryError(f"unknown variant {unknown[0]!r}; variants: {', '.join(VARIANTS)}")
+        should_stop = should_stop or (lambda: False)
+        models = {k: variant_model(embedder.fingerprint, k) for k in kinds}
+        skipped: list[tuple[str, str]] = []
+        with self.open_catalog() as cat:
+            have = {k: cat.hashes_with_vectors(m) for k, m in models.items()}
+            todo: dict[str, Path] = {}
+            for h, path in files:
+                if h not in todo and any(h not in have[k] for k in kinds):
+                    todo[h] = path
+            items = list(todo.items())
+            min_side = embedder.preprocess.min_side
+
+            def prepare(item: tuple[str, Path]):
+                h, path = item
+                try:
+                    im = load_image(path, min_side).image
+                except ImageError as exc:
+                    return h, path, None, str(exc)
+                return h, path, {k: embedder.preprocess(VARIANTS[k](im)) for k in kinds if h not in have[k]}, ""
+
+            done = 0
+            yield VariantProgress(0, len(items))
+            with ThreadPoolExecutor(max(1, workers), thread_name_prefix="simviewer-variants") as pool:
+                for start in range(0, len(items), batch_size):
+                    if should_stop():
+                        break
+                    batch = list(pool.map(prepare, items[start : start + batch_size]))
+                    tensors, owners = [], []
+                    for h, path, prepared, reason in batch:
+                        if prepared is None:
+                            skipped.append((str(path), reason))
+                            continue
+                        for k, t in prepared.items():
+                            tensors.append(t)
+                            owners.append((k, h))
+                    for s in range(0, len(tensors), batch_size):
+                        vecs = embedder.embed_tensors(torch.stack(tensors[s : s + batch_size]))
+                        chunk = owners[s : s + batch_size]
+                        for k in kinds:
+                            pairs = [(h, v) for (kk, h), v in zip(chunk, vecs) if kk == k]
+                            if pairs:
+                                cat.put_vectors(models[k], pairs)
+                    done += len(batch)
+                    yield VariantProgress(done, len(items))
+            wanted = {h for h, _ in files}
+            vectors = {k: {h: v for h, v in cat.vectors_for(m).items() if h in wanted} for k, m in models.items()}
+        yield VariantVectors(vectors, skipped)
 
     # -- queries -----------------------------------------------------------------------------
     def stored_vector(self, path: str | os.PathLike, model: str) -> np.ndarray | None:

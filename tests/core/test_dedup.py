@@ -205,3 +205,50 @@ def test_files_changed_since_indexing_are_left_alone(dup_folder, tmp_path):
     result = list(dedup.execute(plan, "move", lib.journal_dir, lib.folder, tmp_path / "out"))[-1]
     assert victim.exists() and [p for p, _ in result.skipped] == [str(victim)]
     assert "changed since it was indexed" in result.skipped[0][1]
+
+
+def test_invariant_matching_finds_mirrored_and_rotated_copies(tmp_path):
+    root = tmp_path / "photos"
+    originals = {}
+    for i in range(3):
+        im = make_photo(120 + i)
+        originals[i] = im
+        write_jpeg(root / f"orig{i}.jpg", im)
+    write_jpeg(root / "mirror0.jpg", originals[0].transpose(0))  # FLIP_LEFT_RIGHT
+    write_jpeg(root / "rot1.jpg", originals[1].rotate(90, expand=True))
+    write_jpeg(root / "rot2.jpg", originals[2].rotate(270, expand=True))  # covered from its own side
+    lib = index_folder(root)
+    index = lib.load_index()
+    with lib.open_catalog() as cat:
+        items = dedup.load_items(cat, index, lib.folder)
+    opts = GroupingOptions(threshold=THRESHOLD)
+    plain = dedup.group(Neighbours.compute(index, items, floor=0.99), opts)
+    plain_pairs = {tuple(sorted(m.item.key for m in g.members)): g.members[1].score for g in plain}
+    assert ("orig1.jpg", "rot1.jpg") not in plain_pairs, "a rotation defeats the network alone"
+    assert ("orig2.jpg", "rot2.jpg") not in plain_pairs
+
+    embedder = Embedder("resnet18", "none")
+    events = list(lib.variant_vectors(embedder, [(it.hash, it.path) for it in items]))
+    variants = events[-1].vectors
+    assert set(variants) == {"mirror", "rot90", "rot180"}
+    assert all(len(v) == len(items) for v in variants.values())
+    groups = dedup.group(Neighbours.compute(index, items, floor=0.99, variants=variants), opts)
+    found = sorted(sorted(m.item.key for m in g.members) for g in groups)
+    assert found == [["mirror0.jpg", "orig0.jpg"], ["orig1.jpg", "rot1.jpg"], ["orig2.jpg", "rot2.jpg"]]
+    assert {m.via for g in groups for m in g.members[1:]} <= {"mirror", "rot90"}
+    mirrored = next(g for g in groups if "orig0.jpg" in {m.item.key for m in g.members}).members[1]
+    assert mirrored.via == "mirror" and mirrored.score > 0.9999
+    assert mirrored.score > plain_pairs.get(("mirror0.jpg", "orig0.jpg"), 0.0)
+
+    # Made once: a second run embeds nothing and returns the same vectors.
+    again = list(lib.variant_vectors(embedder, [(it.hash, it.path) for it in items]))
+    assert again[0].total == 0
+    np.testing.assert_array_equal(again[-1].vectors["mirror"][items[0].hash], variants["mirror"][items[0].hash])
+
+
+def test_default_threshold_follows_the_model():
+    assert dedup.default_threshold({"arch": "resnet50", "untrained": False}) == dedup.DEFAULT_THRESHOLD
+    assert dedup.default_threshold({"arch": "resnet18", "untrained": True}) == 0.997
+    assert dedup.default_threshold({"arch": "resnet50", "untrained": True}) == 0.9995
+    assert dedup.threshold_floor(0.95) == pytest.approx(0.80)
+    assert dedup.threshold_floor(0.997) == pytest.approx(0.988)
