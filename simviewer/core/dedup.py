@@ -195,11 +195,18 @@ class Neighbours:
         via = np.array(vv, np.int8)
         # A pair can come from both ends (and from several variants): keep its highest score once.
         if len(i):
+            direct = {(a, b): sc for a, b, sc, v in zip(ii, jj, ss, vv) if v == 0}
             order = np.lexsort((-s, j, i))
             i, j, s, via = i[order], j[order], s[order], via[order]
             first = np.ones(len(i), bool)
             first[1:] = (i[1:] != i[:-1]) | (j[1:] != j[:-1])
             i, j, s, via = i[first], j[first], s[first], via[first]
+            # Say "mirrored"/"rotated" only where the variant clearly explains the match: closing
+            # at least a quarter of the direct pair's distance to 1, not a hair's breadth of noise.
+            for n in np.flatnonzero(via):
+                d = direct.get((int(i[n]), int(j[n])))
+                if d is not None and s[n] - d < 0.25 * (1.0 - d):
+                    via[n] = 0
         return cls(items, i, j, np.minimum(s, 1.0), floor, via)
 
 

@@ -145,8 +145,10 @@ class CompareDialog(QDialog):
     """
 
     def __init__(self, query: Path, matches: list[FileRow], current: int, parent=None, untrained=False,
-                 explain=None, overlays: bool = False, opacity: float = 0.5) -> None:
+                 explain=None, overlays: bool = False, opacity: float = 0.5, query_role: str = "query",
+                 match_role: str = "match") -> None:
         super().__init__(parent)
+        self.roles = (query_role, match_role)
         self.setWindowTitle("Compare")
         self.resize(1200, 720)
         self.query, self.matches, self.current = query, matches, current
@@ -326,7 +328,7 @@ class CompareDialog(QDialog):
         return find
 
     def _caption(self, path: str) -> str:
-        role = "query" if path == str(self.query) else "match"
+        role = self.roles[0] if path == str(self.query) else self.roles[1]
         m = self.match()
         detail = ""
         if path == str(m.path):

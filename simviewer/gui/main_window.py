@@ -35,6 +35,7 @@ from PySide6.QtWidgets import (
     QSpinBox,
     QSplitter,
     QStackedWidget,
+    QTabWidget,
     QVBoxLayout,
     QWidget,
 )
@@ -46,6 +47,7 @@ from ..core.library import FileSkipped, IndexProgress, IndexSummary, Library, Sc
 from ..core.paths import find_checkpoints
 from ..core.registry import ARCHITECTURES, DEFAULT_ARCH
 from .compare import CompareDialog
+from .duplicates import DuplicatesTab
 from .explain import ExplainService, ModelInfoDialog
 from .models import FileRow, LibraryGridModel, PathRole, PixmapCache, ResultListModel
 from .thumbnails import THUMB_SIZE, ThumbnailLoader
@@ -215,7 +217,12 @@ class MainWindow(QMainWindow):
         self.stack = QStackedWidget()
         self.stack.addWidget(self.empty)
         self.stack.addWidget(split)
-        self.setCentralWidget(self.stack)
+        self.duplicates = DuplicatesTab(self)
+        self.tabs = QTabWidget()
+        self.tabs.setDocumentMode(True)
+        self.tabs.addTab(self.stack, "Library")
+        self.tabs.addTab(self.duplicates, "Duplicates")
+        self.setCentralWidget(self.tabs)
 
         # Status bar: progress, ETA, cancel, skipped files.
         self.progress = QProgressBar()
@@ -276,6 +283,7 @@ class MainWindow(QMainWindow):
         self._remember(str(self.library.folder))
         self.setWindowTitle(f"simviewer — {self.library.folder}")
         self.stack.setCurrentIndex(1)
+        self.duplicates.library_opened()
         self._load_existing_index()
         self.start_indexing()
 
@@ -430,6 +438,7 @@ class MainWindow(QMainWindow):
         self.explain.set_model(index.manifest["model"])
         self.grid_model.set_library_rows(rows)
         self._show_model_label()
+        self.duplicates.index_changed()
 
     def _show_model_label(self) -> None:
         if self.index is not None:

@@ -13,25 +13,7 @@ from simviewer.gui.main_window import EMPTY_TEXT, MainWindow  # noqa: E402
 from simviewer.gui.models import PathRole  # noqa: E402
 
 from ..conftest import EDITS, make_photo, write_jpeg  # noqa: E402
-
-
-@pytest.fixture(autouse=True)
-def no_worker_left_behind():
-    yield
-    assert workers.running_workers() == [], "a worker thread outlived its test"
-
-
-@pytest.fixture
-def window(qtbot, tmp_path):
-    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
-    settings.setValue("model/arch", "resnet18")
-    settings.setValue("model/weights", "none")
-    w = MainWindow(settings=settings, index_root=tmp_path / "indexes")
-    w.exec_dialog = lambda box: None  # message boxes are recorded in last_error, not shown
-    qtbot.addWidget(w)
-    w.show()
-    yield w
-    w.close()
+from .conftest import wait_indexed  # noqa: E402
 
 
 @pytest.fixture
@@ -42,11 +24,6 @@ def folder(tmp_path):
     write_jpeg(root / "edits" / "photo3_small.jpg", EDITS["resized"](make_photo(203)))
     (root / "broken.jpg").write_bytes(b"not a jpeg at all")
     return root
-
-
-def wait_indexed(qtbot, w, timeout=120_000):
-    qtbot.waitUntil(lambda: w.index_worker is not None and not w.indexing and not w.loading, timeout=timeout)
-    assert w.index is not None
 
 
 def click_row(qtbot, w, name):

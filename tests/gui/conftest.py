@@ -1,0 +1,35 @@
+"""Shared fixtures of the window tests: a window on a private settings file and index folder."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("PySide6")
+from PySide6.QtCore import QSettings  # noqa: E402
+
+from simviewer.gui import workers  # noqa: E402
+from simviewer.gui.main_window import MainWindow  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def no_worker_left_behind():
+    yield
+    assert workers.running_workers() == [], "a worker thread outlived its test"
+
+
+@pytest.fixture
+def window(qtbot, tmp_path):
+    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+    settings.setValue("model/arch", "resnet18")
+    settings.setValue("model/weights", "none")
+    w = MainWindow(settings=settings, index_root=tmp_path / "indexes")
+    w.exec_dialog = lambda box: None  # message boxes are recorded in last_error, not shown
+    qtbot.addWidget(w)
+    w.show()
+    yield w
+    w.close()
+
+
+def wait_indexed(qtbot, w, timeout=120_000):
+    qtbot.waitUntil(lambda: w.index_worker is not None and not w.indexing and not w.loading, timeout=timeout)
+    assert w.index is not None
