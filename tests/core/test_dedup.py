@@ -248,7 +248,7 @@ def test_invariant_matching_finds_mirrored_and_rotated_copies(tmp_path):
 
 def test_default_threshold_follows_the_model():
     assert dedup.default_threshold({"arch": "resnet50", "untrained": False}) == dedup.DEFAULT_THRESHOLD
-    assert dedup.default_threshold({"arch": "resnet18", "untrained": True}) == 0.997
-    assert dedup.default_threshold({"arch": "resnet50", "untrained": True}) == 0.9995
+    assert dedup.default_threshold({"arch": "resnet18", "untrained": True}) == 0.9972
+    assert dedup.default_threshold({"arch": "resnet50", "untrained": True}) == 0.99947
     assert dedup.threshold_floor(0.95) == pytest.approx(0.80)
     assert dedup.threshold_floor(0.997) == pytest.approx(0.988)

@@ -51,7 +51,7 @@ def test_slider_regroups_and_rules_pick_the_keeper(qtbot, window, dup_folder):
     wait_indexed(qtbot, window)
     tab = find_groups(qtbot, window)
     # Untrained ResNet-18: the tab starts at the threshold measured for that model.
-    assert tab.threshold == pytest.approx(0.997, abs=1e-4)
+    assert tab.threshold == pytest.approx(0.9972, abs=1e-5)
     assert group_keys(tab) == [
         ["copies/lowq0.jpg", "copies/small0.jpg", "orig0.jpg", "other/orig0_again.jpg"],
         ["copies/lowq1.jpg", "copies/small1.jpg", "orig1.jpg"],
@@ -69,7 +69,7 @@ def test_slider_regroups_and_rules_pick_the_keeper(qtbot, window, dup_folder):
     tab.exact_box.setChecked(True)
     assert tab.groups == []
     tab.exact_box.setChecked(False)
-    tab.set_threshold(0.997)
+    tab.set_threshold(0.9972)
     assert len(tab.groups) == 3
     # The table marks the keeper and ticks the others; the compare view shows the keeper beside one.
     tab.group_list.setCurrentRow(0)
