@@ -84,6 +84,7 @@ class DuplicatesTab(QWidget):
         self.find_worker: GeneratorThread | None = None
         self.action_worker: GeneratorThread | None = None
         self._member_row: dict[str, int] = {}
+        self._keeper_rows: dict[str, list[int]] = {}
         self.pool = QThreadPool(self)
         self.pool.setMaxThreadCount(2)
         self.signals = _Signals(self)
@@ -139,6 +140,7 @@ class DuplicatesTab(QWidget):
         self.group_list.setIconSize(QSize(64, 64))
         self.group_list.setSpacing(1)
         self.group_list.currentRowChanged.connect(self._group_chosen)
+        self.group_list.verticalScrollBar().valueChanged.connect(lambda _v: self._request_visible_icons())
 
         self.keeper_pane, self.member_pane = ImagePane(), ImagePane()
         self.keeper_caption, self.member_caption = QLabel(), QLabel()
@@ -487,13 +489,16 @@ class DuplicatesTab(QWidget):
     def _show_groups(self, keep: str | None = None) -> None:
         self.group_list.blockSignals(True)
         self.group_list.clear()
+        self._keeper_rows: dict[str, list[int]] = {}
+        for n, g in enumerate(self.groups):
+            self._keeper_rows.setdefault(str(g.keeper.path), []).append(n)
         row = 0
         for n, g in enumerate(self.groups):
             item = QListWidgetItem(self._group_text(g))
             pm = self.main.cache.get(str(g.keeper.path))
             if pm is not None:
                 item.setIcon(QIcon(pm))
-            else:
+            elif n < 100:  # the rest are asked for as they scroll into view
                 self.main.loader.request(str(g.keeper.path))
             self.group_list.addItem(item)
             if g.keeper.key == keep:
@@ -642,6 +647,17 @@ class DuplicatesTab(QWidget):
             if pane.property("path") == path:
                 pane.set_image(image)
 
+    def _request_visible_icons(self) -> None:
+        view = self.group_list
+        top = view.indexAt(view.viewport().rect().topLeft()).row()
+        bottom = view.indexAt(view.viewport().rect().bottomLeft()).row()
+        if top < 0:
+            return
+        bottom = len(self.groups) - 1 if bottom < 0 else bottom
+        for n in range(top, min(bottom + 10, len(self.groups))):
+            if self.main.cache.get(str(self.groups[n].keeper.path)) is None:
+                self.main.loader.request(str(self.groups[n].keeper.path))
+
     def _thumbnail_ready(self, path: str, _image) -> None:
         pm = self.main.cache.get(path)
         if pm is None:
@@ -649,8 +665,8 @@ class DuplicatesTab(QWidget):
         row = self._member_row.get(path)
         if row is not None and self.table.item(row, 1) is not None:
             self.table.item(row, 1).setIcon(QIcon(pm))
-        for n, g in enumerate(self.groups[:2000]):
-            if str(g.keeper.path) == path and self.group_list.item(n) is not None:
+        for n in self._keeper_rows.get(path, ()):
+            if self.group_list.item(n) is not None:
                 self.group_list.item(n).setIcon(QIcon(pm))
 
     def open_compare(self, row: int) -> CompareDialog | None:
