@@ -187,15 +187,17 @@ class Catalog:
                 ((h, model, np.ascontiguousarray(v, np.float32).tobytes()) for h, v in vectors),
             )
 
-    def indexed_items(self, model: str) -> Iterator[tuple[str, str, bytes]]:
-        """(path, hash, vector bytes) of every ok file with a vector for *model*, by path."""
-        return iter(
-            self.db.execute(
-                "SELECT f.path, f.hash, e.vector FROM files f JOIN embeddings e "
-                "ON e.hash = f.hash AND e.model = ? WHERE f.status = 'ok' ORDER BY f.path",
-                (model,),
-            )
-        )
+    def indexed_keys(self, model: str) -> Iterator[tuple[str, str]]:
+        """(path, hash) of every ok file with a vector for *model*, by path (no vectors read)."""
+        return iter(self.db.execute(
+            "SELECT f.path, f.hash FROM files f JOIN embeddings e ON e.hash = f.hash AND e.model = ? "
+            "WHERE f.status = 'ok' ORDER BY f.path", (model,)))
+
+    def indexed_vectors(self, model: str) -> Iterator[bytes]:
+        """The vectors of :meth:`indexed_keys`, in the same order, one at a time."""
+        return (r[0] for r in self.db.execute(
+            "SELECT e.vector FROM files f JOIN embeddings e ON e.hash = f.hash AND e.model = ? "
+            "WHERE f.status = 'ok' ORDER BY f.path", (model,)))
 
     def drop_orphan_vectors(self, keep: Iterable[str] = ()) -> int:
         """Delete vectors no file refers to any more (deleted or changed photos), except *keep*."""

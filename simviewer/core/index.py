@@ -22,7 +22,7 @@ import shutil
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 FORMAT = "simviewer-index"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+# Forests whose vectors take at least this much are built in their file, not in RAM.
+ON_DISK_BUILD_BYTES = 256 * 2**20
 
 
 class IndexError_(Exception):
@@ -92,26 +94,30 @@ class AnnIndex:
     def build_and_save(
         cls,
         directory: str | Path,
-        vectors: np.ndarray,
+        vectors: np.ndarray | Iterable[np.ndarray | bytes],
         keys: Sequence[str],
         model: dict,
         extra: dict | None = None,
         trees: int | None = None,
         seed: int = 42,
     ) -> AnnIndex:
-        """Build a forest over *vectors* (N, dim) named by *keys* and make it the current index."""
+        """Build a forest over *vectors* named by *keys* and make it the current index.
+
+        *vectors* is an (N, dim) array or any iterable of N vectors (float32 arrays or their raw
+        bytes), so a caller can stream them from the catalog instead of holding them all. Large
+        forests are built straight into their file (Annoy's on-disk build), so the build's memory
+        is page cache the system can reclaim, not anonymous memory.
+        """
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        n, dim = vectors.shape if vectors.ndim == 2 else (0, int(model["dim"]))
-        if n != len(keys):
-            raise ValueError(f"{n} vectors but {len(keys)} keys")
+        n = len(keys)
+        if isinstance(vectors, np.ndarray) and vectors.ndim == 2 and len(vectors):
+            dim = vectors.shape[1]
+        else:
+            dim = int(model["dim"])
+        if isinstance(vectors, np.ndarray) and vectors.ndim == 2 and len(vectors) != n:
+            raise ValueError(f"{len(vectors)} vectors but {n} keys")
         trees = trees or trees_for(n)
-
-        ann = AnnoyIndex(dim, "angular")
-        ann.set_seed(seed)
-        for i in range(n):
-            ann.add_item(i, vectors[i])
-        ann.build(trees, n_jobs=-1)
 
         current = read_manifest(directory)
         gen_no = int(current["generation"].split("-")[1]) + 1 if current else 1
@@ -119,8 +125,12 @@ class AnnIndex:
         tmp = directory / f".{gen}.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
-        ann.save(str(tmp / "index.ann"))
-        ann.unload()
+
+        try:
+            cls._build_forest(tmp / "index.ann", vectors, n, dim, trees, seed)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         _fsync_file(tmp / "index.ann")
         _checkpoint("ann-written")
 
@@ -160,6 +170,28 @@ class AnnIndex:
 
         _remove_stale(directory, keep=gen)
         return cls.load(directory)
+
+    @staticmethod
+    def _build_forest(path: Path, vectors, n: int, dim: int, trees: int, seed: int) -> None:
+        ann = AnnoyIndex(dim, "angular")
+        ann.set_seed(seed)
+        on_disk = n * dim * 4 >= ON_DISK_BUILD_BYTES
+        if on_disk:
+            ann.on_disk_build(str(path))
+        count = 0
+        for i, v in enumerate(vectors):
+            if isinstance(v, bytes | bytearray | memoryview):
+                v = np.frombuffer(v, np.float32)
+            if len(v) != dim:
+                raise ValueError(f"vector {i} has dim {len(v)}, expected {dim}")
+            ann.add_item(i, v.tolist())  # a list converts several times faster than an array row
+            count += 1
+        if count != n:
+            raise ValueError(f"{count} vectors but {n} keys")
+        ann.build(trees, n_jobs=-1)
+        if not on_disk:
+            ann.save(str(path))
+        ann.unload()
 
     # -- loading -------------------------------------------------------------------------------
     @classmethod

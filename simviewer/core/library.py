@@ -367,11 +367,9 @@ class Library:
         """Rebuild the Annoy index unless it already holds exactly the catalog's items."""
         model = embedder.fingerprint
         keys: list[str] = []
-        blobs: list[bytes] = []
         h = hashlib.blake2b(digest_size=16)
-        for path, content_hash, blob in cat.indexed_items(model):
+        for path, content_hash in cat.indexed_keys(model):
             keys.append(path)
-            blobs.append(blob)
             h.update(f"{path}\0{content_hash}\n".encode("utf-8", "surrogateescape"))
         digest = h.hexdigest()
         manifest = self.manifest()
@@ -386,13 +384,10 @@ class Library:
             except Exception as exc:  # damaged or missing files: rebuild below
                 log.warning("index in %s unusable (%s); rebuilding", self.index_dir, exc)
         yield IndexBuilding(len(keys))
-        vectors = (
-            np.frombuffer(b"".join(blobs), np.float32).reshape(len(keys), embedder.dim)
-            if keys
-            else np.zeros((0, embedder.dim), np.float32)
-        )
+        # Vectors stream from the catalog into the forest: a million photos never sit in memory
+        # twice (the library lock keeps the catalog as it was when the keys were read).
         AnnIndex.build_and_save(
-            self.index_dir, vectors, keys, embedder.describe(),
+            self.index_dir, cat.indexed_vectors(model), keys, embedder.describe(),
             extra={"content_digest": digest, "folder": str(self.folder)},
         ).close()
         return True, len(keys)

@@ -109,3 +109,32 @@ def test_interrupted_save_leaves_a_loadable_index(tmp_path, monkeypatch, step):
 def test_empty_index_loads_and_returns_nothing(tmp_path):
     index = AnnIndex.build_and_save(tmp_path, np.zeros((0, 16), np.float32), [], MODEL)
     assert index.count == 0 and index.query_vector(np.ones(16), k=5) == []
+
+
+@pytest.mark.parametrize("on_disk", [False, True])
+def test_streamed_vectors_build_the_same_index_in_ram_or_on_disk(tmp_path, monkeypatch, on_disk):
+    if on_disk:
+        monkeypatch.setattr(idx, "ON_DISK_BUILD_BYTES", 1)  # every forest is built in its file
+    rng = np.random.default_rng(5)
+    vecs = unit(rng, 200)
+    keys = [f"img{i}.jpg" for i in range(200)]
+    from_array = AnnIndex.build_and_save(tmp_path / "a", vecs, keys, MODEL)
+    streamed = AnnIndex.build_and_save(tmp_path / "b", (v.tobytes() for v in vecs), keys, MODEL)
+    for q in (3, 77, 150):
+        assert streamed.query_key(keys[q], 5) == from_array.query_key(keys[q], 5)
+        np.testing.assert_allclose(streamed.vector(keys[q]), vecs[q], atol=1e-6)
+    from_array.close()
+    streamed.close()
+
+
+def test_a_short_stream_fails_and_leaves_the_previous_index(tmp_path):
+    rng = np.random.default_rng(6)
+    vecs = unit(rng, 50)
+    keys = [f"img{i}.jpg" for i in range(50)]
+    AnnIndex.build_and_save(tmp_path, vecs, keys, MODEL).close()
+    with pytest.raises(ValueError, match="49 vectors but 50 keys"):
+        AnnIndex.build_and_save(tmp_path, iter(vecs[:49]), keys, MODEL)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".gen-")], "no half-built generation left"
+    again = AnnIndex.load(tmp_path)
+    assert again.count == 50 and again.query_key("img3.jpg", 1)
+    again.close()
