@@ -55,6 +55,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more: {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="simviewer",
@@ -92,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("folder", metavar="FOLDER")
     p.add_argument("--threshold", type=float, default=None,
                    help="cosine similarity at or above which two photos are duplicates (default 0.95; "
-                        "0.997 for an untrained ResNet-18, 0.9995 for an untrained ResNet-50)")
+                        "0.9972 for an untrained ResNet-18, 0.99947 for an untrained ResNet-50)")
     p.add_argument("--invariant", action="store_true",
                    help="also match mirrored and rotated (90/180/270 degree) copies; embeds three "
                         "variants of each photo once, then they are kept in the catalog")
@@ -140,10 +150,56 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--opacity", type=float, default=0.5, help="heat-map opacity, 0 to 1 (default 0.5)")
     p.add_argument("--height", type=_positive_int, default=768, help="height of each photo in the output")
     _add_library_args(p, None, None)
+
+    from .core.registry import ARCHITECTURES  # torch-free: --help stays instant
+
+    p = sub.add_parser("train", help="fine-tune the model on your own photos, labelled or not",
+                       description="Fine-tune a backbone on DATASET and write the best epoch as a checkpoint that "
+                                   "--weights PATH loads. A folder with two or more sub-folders of two or more "
+                                   "images each is labelled: each sub-folder is a class (supervised). Any other "
+                                   "folder, your library itself, trains self-supervised: each photo is matched "
+                                   "with edited copies of itself (crops, JPEG, colour, borders, captions...). "
+                                   "Part of the photos is held out to measure retrieval before and after. "
+                                   "Ctrl+C stops after the current step and keeps the best checkpoint.")
+    p.add_argument("dataset", metavar="DATASET")
+    p.add_argument("--mode", choices=("auto", "supervised", "selfsup"), default="auto",
+                   help="auto: supervised when DATASET has class sub-folders, else selfsup (default auto)")
+    p.add_argument("--model", default="resnet50", choices=sorted(ARCHITECTURES), metavar="ARCH",
+                   help=f"backbone: {', '.join(ARCHITECTURES)} (default resnet50)")
+    p.add_argument("--weights", default="imagenet", metavar="imagenet|none|PATH",
+                   help="starting weights: ImageNet, none (untrained), a weights file, or a simviewer checkpoint "
+                        "(resumed for N more epochs when it was trained the same way) (default imagenet)")
+    p.add_argument("--epochs", type=_positive_int, default=10, help="epochs to run (default 10)")
+    p.add_argument("--batch-size", type=_positive_int, default=32,
+                   help="photos per step; self-supervised steps see two views of each (default 32)")
+    p.add_argument("--lr", type=float, default=None,
+                   help="learning rate (default 1e-3 from an untrained network, else 1e-4)")
+    p.add_argument("--image-size", type=_positive_int, default=224, help="training input size in pixels (default 224)")
+    p.add_argument("--freeze", action="store_true", help="train only the last stage of the network")
+    p.add_argument("--threads", type=_positive_int, default=None,
+                   help="CPU threads (default: all cores but one on machines with four or more)")
+    p.add_argument("--patience", type=_non_negative_int, default=5,
+                   help="stop after this many epochs without improvement; 0: never (default 5)")
+    p.add_argument("--lr-patience", type=_non_negative_int, default=2,
+                   help="epochs without improvement before the learning rate drops (default 2)")
+    p.add_argument("--min-steps", type=_positive_int, default=20,
+                   help="steps per epoch at least: a small folder is passed over several times (default 20)")
+    p.add_argument("--val-fraction", type=float, default=0.2, help="share of photos held out (default 0.2)")
+    p.add_argument("--metric", choices=TRAIN_METRICS, default="mAP",
+                   help="validation metric that picks the best epoch and drives the schedule (default mAP)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split, shuffling and augmentations")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda (default auto)")
+    p.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
+                   help="auto: bf16 autocast where the hardware has it (default auto)")
+    p.add_argument("--out", metavar="models/NAME.pt",
+                   help="checkpoint to write (default models/DATASET-ARCH-MODE.pt in the working folder)")
+    p.add_argument("--json", action="store_true", help="print the final summary as JSON on stdout")
     return parser
 
 
-COMMANDS = ("index", "query", "dedup", "explain", "eval")
+COMMANDS = ("index", "query", "dedup", "explain", "eval", "train")
+# Kept here (not imported from core.training) so that --help stays instant.
+TRAIN_METRICS = ("recall@1", "recall@5", "mAP")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -166,7 +222,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         return {"index": cmd_index, "query": cmd_query, "dedup": cmd_dedup, "explain": cmd_explain,
-                "eval": cmd_eval}[args.command](args)
+                "eval": cmd_eval, "train": cmd_train}[args.command](args)
     except CliError as exc:
         print(f"simviewer: error: {exc}", file=sys.stderr)
         return 1
@@ -185,9 +241,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .core.images import ImageError
         from .core.index import IndexError_
         from .core.library import LibraryError
+        from .core.training import TrainingError
 
         if isinstance(exc, (EmbedderError, ImageError, IndexError_, LibraryError, CatalogError, GradCamError,
-                            DedupError, EvalError, OSError)):
+                            DedupError, EvalError, TrainingError, OSError)):
             print(f"simviewer: error: {exc}", file=sys.stderr)
             return 1
         raise
@@ -530,6 +587,107 @@ def cmd_explain(args: argparse.Namespace) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(out)
     print(f"wrote {out} ({sheet.width}x{sheet.height}); cosine {result.score:.4f}{untrained}")
+    return 0
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def _metrics_text(metrics: dict) -> str:
+    return "  ".join(f"{k} {metrics[k]:.4f}" for k in TRAIN_METRICS if k in metrics)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .core import training as tr
+
+    config = tr.TrainConfig(
+        dataset=args.dataset, mode=args.mode, arch=args.model, weights=args.weights, image_size=args.image_size,
+        batch_size=args.batch_size, lr=args.lr, epochs=args.epochs, freeze=args.freeze, threads=args.threads,
+        val_fraction=args.val_fraction, patience=args.patience, lr_patience=args.lr_patience,
+        min_steps=args.min_steps, seed=args.seed,
+        out=args.out, device=args.device, precision=args.precision, metric=args.metric)
+    stop = {"requested": False}
+
+    def on_sigint(signum, frame):
+        if stop["requested"]:
+            raise KeyboardInterrupt
+        stop["requested"] = True
+        print("\nsimviewer: stopping after this step; the best checkpoint is kept (Ctrl+C again to abort)",
+              file=sys.stderr, flush=True)
+
+    tty = sys.stderr.isatty()
+    err = sys.stderr
+
+    def line(text: str, transient: bool = False) -> None:
+        if tty:
+            err.write("\r\x1b[K" + text + ("" if transient else "\n"))
+        else:
+            err.write(text + "\n")
+        err.flush()
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    ready = done = None
+    try:
+        for ev in tr.train(config, should_stop=lambda: stop["requested"]):
+            if isinstance(ev, tr.Preparing):
+                if tty or ev.done in (0, ev.total):
+                    line(f"decoding {ev.done}/{ev.total} images", transient=ev.done < ev.total)
+            elif isinstance(ev, tr.Info):
+                line(f"note: {ev.message}")
+            elif isinstance(ev, tr.DatasetReady):
+                ready = ev
+                what = (f"{len(ev.classes)} classes, " if ev.mode == "supervised" else "")
+                line(f"{ev.folder}: {ev.mode}, {what}{ev.n_train} photos to train on, {ev.n_val} held out "
+                     f"({ev.val_items} validation images); {ev.arch} from {ev.base_weights}, {ev.image_size} px, "
+                     f"batch {ev.batch_size}, {ev.steps_per_epoch} steps per epoch, {ev.device} "
+                     f"({ev.precision}, {ev.threads} threads)")
+                for path, reason in ev.skipped:
+                    line(f"  skipped {path}: {reason}")
+            elif isinstance(ev, tr.BeforeTraining):
+                line(f"before training: {_metrics_text(ev.metrics)}  ({ev.seconds:.1f} s)")
+            elif isinstance(ev, tr.StepEvent):
+                line(f"epoch {ev.epoch}/{ev.last_epoch}  step {ev.step}/{ev.steps_per_epoch}  loss {ev.loss:.4f}  "
+                     f"lr {ev.lr:.2g}  {ev.images_per_second:.1f} images/s  ETA {_duration(ev.eta)}", transient=True)
+            elif isinstance(ev, tr.EpochEnd):
+                mark = "  * best" if ev.improved else ""
+                line(f"epoch {ev.epoch}/{ev.last_epoch}: loss {ev.train_loss:.4f}  {_metrics_text(ev.metrics)}  "
+                     f"lr {ev.lr:.2g}  ({ev.seconds:.1f} s + validation {ev.val_seconds:.1f} s){mark}")
+            elif isinstance(ev, tr.CheckpointSaved):
+                line(f"  saved {ev.path}")
+            elif isinstance(ev, tr.TrainingDone):
+                done = ev
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if done is None:
+        raise CliError("training ended without a result")
+    if args.json:
+        summary = {"dataset": ready.folder if ready else str(args.dataset), **done.to_dict()}
+        if ready is not None:
+            summary.update({"mode": ready.mode, "arch": ready.arch, "base_weights": ready.base_weights,
+                            "image_size": ready.image_size, "batch_size": ready.batch_size,
+                            "train_images": ready.n_train, "val_images": ready.n_val,
+                            "classes": list(ready.classes), "device": ready.device, "precision": ready.precision,
+                            "threads": ready.threads, "resumed_epoch": ready.resumed_epoch,
+                            "skipped": [{"path": p, "reason": r} for p, r in ready.skipped]})
+        print(json.dumps(summary, indent=2))
+        return 0
+    print(done.summary())
+    if done.before:
+        rows = [("before", done.before)] + ([(f"best (epoch {done.best_epoch})", done.best)] if done.best else [])
+        print(f"  {'':18s}" + "".join(f"{k:>10s}" for k in TRAIN_METRICS))
+        for name, m in rows:
+            print(f"  {name:18s}" + "".join(f"{m[k]:10.4f}" for k in TRAIN_METRICS))
+    if done.seconds_per_epoch:
+        mean = sum(done.seconds_per_epoch) / len(done.seconds_per_epoch)
+        print(f"  {mean:.1f} s per epoch (training), {_duration(done.seconds)} in all")
+    if done.best_path and ready is not None:
+        print(f"use it: simviewer index FOLDER --model {ready.arch} --weights {done.best_path}")
     return 0
 
 

@@ -94,3 +94,25 @@ def test_make_neardup_set_smoke(tmp_path):
 def test_bench_regroup_smoke():
     out = run("bench_regroup.py", "-n", 200, "--dim", 32)
     assert ratio(out) > 0 and "200 photos" in out
+
+
+def test_bench_train_smoke(tmp_path):
+    coil, uk = tmp_path / "coil", tmp_path / "uk"
+    rows = ["path,group"]
+    for c in range(3):
+        for i in range(8):
+            write_jpeg(coil / f"obj{c}__{i * 5}.jpg", make_photo(40 + c, (56, 48)).rotate(i * 5))
+            rows.append(f"obj{c}__{i * 5}.jpg,obj{c}")
+    (coil / "ground_truth.csv").write_text("\n".join(rows) + "\n")
+    rows = ["path,group"]
+    for i in range(8):
+        write_jpeg(uk / f"p{i}.jpg", make_photo(60 + i, (64, 48)))
+        rows.append(f"p{i}.jpg,obj{i // 4}")
+    (uk / "ground_truth.csv").write_text("\n".join(rows) + "\n")
+    out = run("bench_train.py", "--quick", "--coil", coil, "--ukbench", uk, "--out", tmp_path / "out",
+              "--threads", 2)
+    for words in ("supervised, epoch 1", "supervised on the first half", "self-supervised, epoch 1", "pHash",
+                  "resnet50 bf16", "images/s"):
+        assert words in out, out
+    assert (tmp_path / "out" / "coil-resnet18-supervised.pt").is_file()
+    assert (tmp_path / "out" / "neardup" / "labels.csv").is_file()

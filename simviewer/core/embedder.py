@@ -218,6 +218,8 @@ def resolve(arch: str, spec: WeightsSpec) -> Resolved:
             )
         _headless(model)
         _load_into(model, state["model"], spec.path, ignore_prefix=None)
+        if state.get("transform_input"):  # fine-tuned from ImageNet GoogLeNet / Inception v3 weights
+            model.transform_input = True
         if "preprocess" in state:
             p = state["preprocess"]
             preprocess = Preprocess(int(p["resize"]), int(p["crop"]), tuple(p["mean"]), tuple(p["std"]))

@@ -51,6 +51,7 @@ from .duplicates import DuplicatesTab
 from .explain import ExplainService, ModelInfoDialog
 from .models import FileRow, LibraryGridModel, PathRole, PixmapCache, ResultListModel
 from .thumbnails import THUMB_SIZE, ThumbnailLoader
+from .training_tab import TrainingTab
 from .workers import GeneratorThread, stop_all
 
 log = logging.getLogger(__name__)
@@ -222,6 +223,8 @@ class MainWindow(QMainWindow):
         self.tabs.setDocumentMode(True)
         self.tabs.addTab(self.stack, "Library")
         self.tabs.addTab(self.duplicates, "Duplicates")
+        self.training = TrainingTab(self)
+        self.tabs.addTab(self.training, "Training")
         self.setCentralWidget(self.tabs)
 
         # Status bar: progress, ETA, cancel, skipped files.
@@ -317,6 +320,17 @@ class MainWindow(QMainWindow):
 
     def selected_embedder(self) -> Embedder:
         return Embedder(self.arch_box.currentText(), self.selected_weights())
+
+    def refresh_models(self) -> None:
+        """Offer checkpoints that appeared in models/ (a training run just wrote one)."""
+        self._fill_weights_box(self.selected_weights())
+
+    def use_model(self, arch: str, weights: str) -> None:
+        """Switch the library to *arch* with *weights* and re-index it (a fine-tuned checkpoint)."""
+        self.arch_box.setCurrentText(arch)
+        self.set_weights_choice(weights)
+        self.tabs.setCurrentWidget(self.stack)
+        self.reindex_with_selected_model()
 
     def reindex_with_selected_model(self) -> None:
         self.settings.setValue("model/arch", self.arch_box.currentText())

@@ -1,0 +1,99 @@
+"""`simviewer train` end to end, through real subprocesses."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import torch
+
+from simviewer import cli
+
+from ..conftest import make_photo, write_jpeg
+from .test_cli import simviewer
+
+FAST = ("--model", "resnet18", "--weights", "none", "--image-size", "32", "--batch-size", "4", "--threads", "2",
+        "--precision", "fp32", "--min-steps", "1")
+
+
+def labelled(root):
+    for c in range(3):
+        for i in range(5):
+            write_jpeg(root / f"kind{c}" / f"{i}.jpg", make_photo(300 + c, (56, 44)).rotate(i * 10))
+    return root
+
+
+def test_train_json_writes_a_checkpoint_that_index_loads(tmp_path, capsys):
+    data = labelled(tmp_path / "data")
+    proc = simviewer("train", data, *FAST, "--epochs", "2", "--patience", "0", "--json", cwd=tmp_path)
+    summary = json.loads(proc.stdout)
+    ckpt = tmp_path / "models" / "data-resnet18-supervised.pt"  # the default: models/ in the working folder
+    assert summary["checkpoint"] == str(ckpt) and ckpt.is_file()
+    assert summary["mode"] == "supervised" and summary["classes"] == ["kind0", "kind1", "kind2"]
+    assert summary["reason"] == "finished" and not summary["stopped"] and summary["epochs_run"] == 2
+    assert set(summary["before"]) == set(summary["best"]) == {"recall@1", "recall@5", "mAP"}
+    assert len(summary["seconds_per_epoch"]) == 2 and summary["train_images"] + summary["val_images"] == 15
+    assert "epoch 1/2  step 1/" in proc.stderr and "before training: recall@1" in proc.stderr
+    assert "epoch 2/2: loss" in proc.stderr
+    assert torch.load(ckpt, weights_only=True)["arch"] == "resnet18"
+
+    capsys.readouterr()
+    assert cli.main(["index", str(data), "--model", "resnet18", "--weights", str(ckpt), "--index-dir",
+                     str(tmp_path / "idx"), "--json", "--threads", "2"]) == 0
+    indexed = json.loads(capsys.readouterr().out)
+    assert indexed["indexed"] == 15 and "fine-tuned" in indexed["model"]
+
+
+def test_train_text_summary(tmp_path, capsys):
+    data = labelled(tmp_path / "data")
+    out = tmp_path / "m.pt"
+    assert cli.main(["train", str(data), *FAST, "--epochs", "1", "--out", str(out)]) == 0
+    stdout = capsys.readouterr().out
+    assert stdout.startswith("Finished after 1 epoch: best mAP")
+    assert "before" in stdout and f"--weights {out}" in stdout and out.is_file()
+
+
+def test_folder_without_images_fails_with_a_clear_message(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert cli.main(["train", str(tmp_path / "empty"), *FAST]) == 1
+    assert "simviewer: error: no images found in" in capsys.readouterr().err
+    assert cli.main(["train", str(tmp_path / "missing"), *FAST]) == 1
+    assert "cannot open folder" in capsys.readouterr().err
+
+
+def test_bad_usage_exits_2(tmp_path):
+    assert simviewer("train", tmp_path, "--mode", "labels", check=False).returncode == 2
+    assert simviewer("train", tmp_path, "--epochs", "0", check=False).returncode == 2
+    assert simviewer("train", check=False).returncode == 2
+
+
+def test_ctrl_c_stops_keeps_the_best_checkpoint_and_exits_0(tmp_path):
+    data = labelled(tmp_path / "data")
+    out = tmp_path / "stopped.pt"
+    proc = subprocess.Popen([sys.executable, "-m", "simviewer", "train", str(data), *FAST, "--epochs", "200",
+                             "--patience", "0", "--out", str(out), "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy())
+    try:
+        deadline = time.monotonic() + 120
+        for line in proc.stderr:  # wait for a checkpoint, then for the next epoch to be under way
+            if "saved" in line:
+                break
+            assert time.monotonic() < deadline, "no checkpoint was written"
+        for line in proc.stderr:
+            if " step " in line:
+                break
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stderr
+    summary = json.loads(stdout)
+    assert summary["stopped"] and summary["reason"] == "stopped" and summary["checkpoint"] == str(out)
+    assert summary["epochs_run"] < 200 and "stopping after this step" in stderr
+    ckpt = torch.load(out, weights_only=True)
+    assert ckpt["epoch"] == summary["best_epoch"] and round(ckpt["metrics"]["best"]["mAP"], 4) == summary["best"]["mAP"]

@@ -1,0 +1,349 @@
+"""Training core: loss goes down, Stop within a step, plateau schedule, checkpoints the embedder
+reproduces, resume. Tiny synthetic photos, ResNet-18 from an untrained start, 32 px, two threads."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import ImageEnhance
+from torch import nn
+
+from simviewer.core import training as tr
+from simviewer.core.embedder import CHECKPOINT_FORMAT, Embedder
+
+from ..conftest import make_photo, write_jpeg
+
+FAST = dict(arch="resnet18", weights="none", image_size=32, batch_size=8, threads=2, precision="fp32", seed=0,
+            min_steps=1)
+
+
+def make_classes(root: Path, n_classes: int = 3, per_class: int = 6) -> Path:
+    """Each class: crops, turns and colour shifts of one base picture (like views of one object)."""
+    for c in range(n_classes):
+        base = make_photo(500 + c, (80, 64))
+        for i in range(per_class):
+            im = base.rotate(i * 9).crop((i, i // 2, 64 + i, 52 + i // 2))
+            im = ImageEnhance.Brightness(im).enhance(0.85 + 0.05 * i)
+            write_jpeg(root / f"class{c}" / f"view{i}.jpg", im)
+    return root
+
+
+def make_library(root: Path, n: int) -> Path:
+    for i in range(n):
+        write_jpeg(root / f"photo{i:02d}.jpg", make_photo(700 + i, (64, 48)))
+    return root
+
+
+@pytest.fixture
+def classes(tmp_path) -> Path:
+    return make_classes(tmp_path / "classes")
+
+
+def run(config: tr.TrainConfig, stop=None) -> tuple[list, tr.TrainingDone]:
+    events = list(tr.train(config, stop))
+    assert isinstance(events[-1], tr.TrainingDone)
+    return events, events[-1]
+
+
+def of(events, kind) -> list:
+    return [e for e in events if isinstance(e, kind)]
+
+
+def sha(path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+# -- dataset detection ----------------------------------------------------------------------------
+def test_detect_mode(tmp_path, classes):
+    assert tr.detect_mode(classes) == ("supervised", 3, 18)
+    flat = make_library(tmp_path / "flat", 5)
+    assert tr.detect_mode(flat) == ("selfsup", 0, 5)
+    lonely = tmp_path / "lonely"  # sub-folders of one photo each are not classes
+    for i in range(3):
+        write_jpeg(lonely / f"album{i}" / "a.jpg", make_photo(i, (48, 40)))
+    write_jpeg(lonely / "album0" / "b.jpg", make_photo(9, (48, 40)))
+    assert tr.detect_mode(lonely) == ("selfsup", 0, 4)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(tr.TrainingError, match="no images found"):
+        tr.detect_mode(tmp_path / "empty")
+    with pytest.raises(tr.TrainingError, match="cannot open folder"):
+        tr.detect_mode(tmp_path / "missing")
+
+
+def test_supervised_split_holds_out_views_between_trained_ones():
+    train, val = tr.split_supervised({"a": list(range(10)), "b": list(range(10, 20)), "c": [20, 21, 22]}, 0.5, 1)
+    assert sorted(train + val) == list(range(23))
+    assert {20, 21, 22} <= set(train)  # too small a class: all trained on
+    held_a = [i for i in val if i < 10]
+    assert len(held_a) == 5 and all(b - a == 2 for a, b in zip(held_a, held_a[1:]))  # every other view
+
+
+def test_bad_options_are_refused_with_reasons(classes):
+    for kw, words in [({"mode": "labels"}, "mode must be"), ({"image_size": 8}, "image size"),
+                      ({"arch": "vgg16"}, "unknown model"), ({"val_fraction": 1.5}, "validation fraction"),
+                      ({"metric": "acc"}, "metric must be"), ({"lr": -1.0}, "learning rate")]:
+        with pytest.raises(tr.TrainingError, match=words):
+            next(tr.train(tr.TrainConfig(str(classes), **{**FAST, **kw})))
+
+
+def test_supervised_needs_class_folders(tmp_path):
+    flat = make_library(tmp_path / "flat", 6)
+    with pytest.raises(tr.TrainingError, match="at least two sub-folders"):
+        next(tr.train(tr.TrainConfig(str(flat), mode="supervised", **FAST)))
+
+
+# -- learning -------------------------------------------------------------------------------------
+def test_supervised_loss_goes_down_and_checkpoint_is_complete(tmp_path, classes):
+    out = tmp_path / "models" / "sup.pt"
+    events, done = run(tr.TrainConfig(str(classes), epochs=8, lr=1e-3, patience=0, out=str(out), **FAST))
+    ready = of(events, tr.DatasetReady)[0]
+    assert ready.mode == "supervised" and ready.classes == ("class0", "class1", "class2")
+    assert (ready.n_train, ready.n_val) == (12, 6) and ready.steps_per_epoch == 1
+    losses = [e.loss for e in of(events, tr.StepEvent)]
+    assert len(losses) == 8
+    assert np.mean(losses[-3:]) < 0.5 * np.mean(losses[:3]), losses
+    assert done.reason == "finished" and done.epochs_run == 8 and done.best_path == str(out)
+    before = of(events, tr.BeforeTraining)[0]
+    assert done.before == before.metrics and set(before.metrics) == {"recall@1", "recall@5", "mAP"}
+
+    ckpt = torch.load(out, map_location="cpu", weights_only=True)
+    assert ckpt["format"] == CHECKPOINT_FORMAT and ckpt["arch"] == "resnet18" and ckpt["dim"] == 512
+    assert ckpt["mode"] == "supervised" and ckpt["classes"] == ["class0", "class1", "class2"]
+    assert ckpt["base_weights"] == "none" and ckpt["epoch"] == done.best_epoch
+    assert ckpt["preprocess"]["crop"] == 32 and ckpt["preprocess"]["resize"] == 37
+    assert not any(k.startswith("fc.") for k in ckpt["model"]) and "layer4.1.bn2.weight" in ckpt["model"]
+    assert ckpt["metrics"]["best"] == done.best and ckpt["metrics"]["before"] == done.before
+    assert ckpt["metrics"]["name"] == "mAP"
+    assert len(ckpt["history"]["loss"]) == done.best_epoch  # one step per epoch
+    assert [e["epoch"] for e in ckpt["history"]["epochs"]] == list(range(1, done.best_epoch + 1))
+    assert ckpt["config"]["image_size"] == 32 and ckpt["config"]["dataset"] == str(classes)
+    assert "optimizer" in ckpt and "scheduler" in ckpt and "proxies" in ckpt["criterion"]
+    assert [p.name for p in out.parent.iterdir()] == ["sup.pt"]  # no temporary file left behind
+
+
+def test_selfsup_loss_goes_down(tmp_path):
+    lib = make_library(tmp_path / "lib", 10)  # 8 to train on: every step sees all of them
+    config = tr.TrainConfig(str(lib), epochs=3, lr=1e-3, patience=0, out=str(tmp_path / "ss.pt"),
+                            **{**FAST, "min_steps": 20})
+    events, done = run(config)
+    ready = of(events, tr.DatasetReady)[0]
+    assert ready.mode == "selfsup" and (ready.n_train, ready.n_val) == (8, 2)
+    assert ready.val_items == 2 * (1 + len(tr.VAL_EDITS))  # each held-out photo and its edited copies
+    assert ready.steps_per_epoch == 20  # a small set is passed over several times per epoch
+    losses = [e.loss for e in of(events, tr.StepEvent)]
+    assert len(losses) == 60
+    # NT-Xent over 16 views starts near log(15) = 2.7
+    assert np.mean(losses[-15:]) < np.mean(losses[:15]) - 0.4, losses
+    assert done.best is not None and Path(done.best_path).is_file()
+
+
+def test_unreadable_images_are_skipped_with_a_reason(tmp_path, classes):
+    (classes / "class1" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    (classes / "class2" / "empty.png").write_bytes(b"")
+    events, done = run(tr.TrainConfig(str(classes), epochs=1, out=str(tmp_path / "m.pt"), **FAST))
+    skipped = dict(of(events, tr.DatasetReady)[0].skipped)
+    assert set(map(Path, skipped)) == {classes / "class1" / "broken.jpg", classes / "class2" / "empty.png"}
+    assert "empty file" in skipped[str(classes / "class2" / "empty.png")]
+    assert done.reason == "finished"
+
+
+# -- stop, schedule, early stopping ----------------------------------------------------------------
+def test_stop_flag_ends_training_within_one_step_and_keeps_the_best_checkpoint(tmp_path, classes):
+    out = tmp_path / "stop.pt"
+    flag = {"stop": False}
+    events, saved_sha, steps_after = [], None, 0
+    config = tr.TrainConfig(str(classes), epochs=20, lr=1e-3, patience=0, out=str(out), **{**FAST, "batch_size": 4})
+    for ev in tr.train(config, lambda: flag["stop"]):
+        events.append(ev)
+        if isinstance(ev, tr.CheckpointSaved):
+            saved_sha = sha(ev.path)
+        if isinstance(ev, tr.StepEvent):
+            if flag["stop"]:
+                steps_after += 1
+            elif ev.epoch == 3 and ev.step == 2:
+                flag["stop"] = True  # mid-epoch, after a checkpoint exists
+    done = events[-1]
+    assert isinstance(done, tr.TrainingDone) and done.reason == "stopped" and done.stopped
+    assert steps_after == 0
+    assert done.epochs_run == 2 and done.last_epoch == 2 and len(of(events, tr.EpochEnd)) == 2
+    assert done.best_path == str(out) and sha(out) == saved_sha  # the file is the one written, whole
+    ckpt = tr.load_checkpoint(out)
+    assert ckpt["epoch"] == done.best_epoch and ckpt["metrics"]["best"] == done.best
+    assert "Stopped after 2 epochs" in done.summary() and str(out) in done.summary()
+    Embedder("resnet18", str(out), precision="fp32").embed_images([make_photo(1, (48, 40))])
+
+
+def test_stop_before_any_epoch_writes_nothing(tmp_path, classes):
+    out = tmp_path / "none.pt"
+    done = run(tr.TrainConfig(str(classes), epochs=3, out=str(out), **FAST), lambda: True)[1]
+    assert done.stopped and done.best_path is None and not out.exists()
+    assert "no checkpoint" in done.summary()
+
+
+class Tiny(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3)
+
+    def forward(self, x):
+        return self.conv(x).mean((2, 3))
+
+
+def fake_loaders(steps: int = 3):
+    gen = torch.Generator().manual_seed(0)
+    train = [(torch.randn(4, 3, 8, 8, generator=gen), torch.tensor([0, 1, 0, 1])) for _ in range(steps)]
+    a, b = torch.randn(1, 3, 8, 8, generator=gen), torch.randn(1, 3, 8, 8, generator=gen)
+    # Two pairs of identical images: retrieval is perfect whatever the weights, so the metric plateaus.
+    val = [(torch.cat([a, a, b, b]), ["a", "a", "b", "b"])]
+    return train, val
+
+
+def test_learning_rate_drops_when_the_metric_plateaus_then_early_stop():
+    model = Tiny()
+    loss = tr.ProxyLoss(2, 8)
+    opt = torch.optim.AdamW(list(model.parameters()) + list(loss.parameters()), lr=0.01)
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=0.5, patience=0)
+    train, val = fake_loaders()
+    events = list(tr.fit(model, train, val, 10, opt, sched, "recall@1", loss_fn=loss, patience=3))
+    ends = of(events, tr.EpochEnd)
+    assert [e.metrics["recall@1"] for e in ends] == [1.0] * 4
+    assert [e.improved for e in ends] == [True, False, False, False]
+    assert [e.lr for e in ends] == pytest.approx([0.01, 0.005, 0.0025, 0.00125])
+    step_lrs = [e.lr for e in of(events, tr.StepEvent)]
+    assert step_lrs[:3] == [0.01] * 3 and step_lrs[3:6] == [0.01] * 3 and step_lrs[6:9] == [0.005] * 3
+    done = events[-1]
+    assert done.reason == "early-stopped" and done.early_stopped and done.epochs_run == 4 and done.best_epoch == 1
+
+
+def test_fit_without_patience_runs_every_epoch_and_rejects_a_bad_metric():
+    model, loss = Tiny(), tr.ProxyLoss(2, 8)
+    opt = torch.optim.SGD(list(model.parameters()) + list(loss.parameters()), lr=0.1)
+    train, val = fake_loaders(2)
+    events = list(tr.fit(model, train, val, 3, opt, None, "mAP", loss_fn=loss))
+    assert events[-1].reason == "finished" and len(of(events, tr.StepEvent)) == 6
+    with pytest.raises(tr.TrainingError, match="unknown metric"):
+        next(tr.fit(model, train, val, 3, opt, None, "accuracy", loss_fn=loss))
+
+
+# -- checkpoints: the embedder, resume ------------------------------------------------------------
+@pytest.fixture
+def captured(monkeypatch):
+    """Record what train() hands to fit(): the model and the optimizer it trains."""
+    seen = {}
+    real_fit = tr.fit
+
+    def spy(model, train_loader, val_loader, epochs, optimizer, *args, **kw):
+        seen.update(model=model, optimizer=optimizer, step=_adam_step(optimizer))
+        yield from real_fit(model, train_loader, val_loader, epochs, optimizer, *args, **kw)
+
+    monkeypatch.setattr(tr, "fit", spy)
+    return seen
+
+
+def _adam_step(optimizer) -> float | None:
+    states = [s for s in optimizer.state.values() if "step" in s]
+    return float(states[0]["step"]) if states else None
+
+
+def test_checkpoint_in_the_embedder_gives_the_trained_models_embeddings(tmp_path, classes, captured):
+    out = tmp_path / "emb.pt"
+    done = run(tr.TrainConfig(classes, epochs=1, out=out, **FAST))[1]  # paths, not strings: stored as text
+    assert done.best_epoch == 1  # the checkpoint holds the weights the run ended with
+    model = captured["model"].eval()
+    embedder = Embedder("resnet18", str(out), precision="fp32", threads=2)
+    assert (embedder.preprocess.resize, embedder.preprocess.crop) == (37, 32)
+    assert "fine-tuned" in embedder.label
+    photos = [make_photo(40 + i, (60, 44)) for i in range(4)]
+    got = embedder.embed_images(photos)
+    with torch.inference_mode():
+        x = torch.stack([embedder.preprocess(p) for p in photos])
+        want = nn.functional.normalize(model(x).float(), dim=1).numpy()
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    untrained = Embedder("resnet18", "none", precision="fp32", threads=2)
+    untrained.preprocess = embedder.preprocess
+    assert np.abs(untrained.embed_images(photos) - got).max() > 1e-3  # it did learn something
+
+
+def test_resume_continues_at_the_next_epoch_with_its_optimizer_state(tmp_path, classes, captured):
+    first = tmp_path / "first.pt"
+    run(tr.TrainConfig(str(classes), epochs=2, lr=1e-3, patience=0, out=str(first), **FAST))
+    ckpt = tr.load_checkpoint(first)
+    saved_epoch, saved_lr = ckpt["epoch"], ckpt["optimizer"]["param_groups"][0]["lr"]
+    saved_step = float(next(iter(ckpt["optimizer"]["state"].values()))["step"])
+    assert saved_step == saved_epoch  # one step per epoch
+
+    second = tmp_path / "second.pt"
+    events, done = run(tr.TrainConfig(str(classes), epochs=2, lr=0.05, patience=0, out=str(second),
+                                      **{**FAST, "weights": str(first)}))
+    ready = of(events, tr.DatasetReady)[0]
+    assert ready.resumed_epoch == saved_epoch and ready.base_weights == "none"
+    assert any("resuming" in e.message for e in of(events, tr.Info))
+    assert captured["step"] == saved_step  # Adam's moments and step count came back
+    steps = of(events, tr.StepEvent)
+    assert [s.epoch for s in steps] == [saved_epoch + 1, saved_epoch + 2]
+    assert steps[0].lr == pytest.approx(saved_lr)  # the checkpoint's learning rate, not the new --lr
+    assert of(events, tr.BeforeTraining)[0].epoch == saved_epoch
+    assert done.last_epoch == saved_epoch + 2
+    if done.best_epoch is not None:  # an epoch beat the starting checkpoint: it was written
+        resumed = tr.load_checkpoint(second)
+        assert resumed["epoch"] == done.best_epoch and resumed["resumed_from"] == str(first)
+        assert len(resumed["history"]["loss"]) == done.best_epoch
+    else:  # none did: the starting checkpoint is still the best
+        assert done.best_path == str(first) and not second.exists()
+
+
+def test_checkpoint_from_another_mode_is_a_starting_point_not_resumed(tmp_path, classes):
+    ss = tmp_path / "ss.pt"
+    run(tr.TrainConfig(str(classes), mode="selfsup", epochs=1, out=str(ss), **FAST))
+    events, done = run(tr.TrainConfig(str(classes), epochs=1, out=str(tmp_path / "sup.pt"),
+                                      **{**FAST, "weights": str(ss)}))
+    assert of(events, tr.DatasetReady)[0].resumed_epoch is None
+    assert any("without resuming" in e.message and "selfsup" in e.message for e in of(events, tr.Info))
+    assert of(events, tr.StepEvent)[0].epoch == 1 and done.best_path == str(tmp_path / "sup.pt")
+
+
+def test_freeze_trains_only_the_last_stage(tmp_path, classes, captured):
+    out = tmp_path / "frozen.pt"
+    run(tr.TrainConfig(str(classes), epochs=1, freeze=True, out=str(out), **FAST))
+    start = Embedder("resnet18", "none").load().model.state_dict()
+    trained = tr.load_checkpoint(out)["model"]
+    changed = {k.split(".")[0] for k, v in trained.items() if v.dtype.is_floating_point
+               and not torch.equal(v, start[k])}
+    assert changed == {"layer4"}
+
+
+def test_default_output_goes_to_models_and_never_overwrites(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    first = tr.default_out_path("/photos/My Trip!", "resnet18", "selfsup")
+    assert first == tmp_path / "models" / "My_Trip-resnet18-selfsup.pt"
+    first.parent.mkdir()
+    first.write_bytes(b"x")
+    assert tr.default_out_path("/photos/My Trip!", "resnet18", "selfsup").name == "My_Trip-resnet18-selfsup-2.pt"
+
+
+def test_duplicate_views_are_square_rgb_and_vary():
+    import random
+
+    im = make_photo(3, (90, 60))
+    views = [tr.duplicate_view(im, 40, random.Random(s)) for s in range(12)]
+    assert all(v.size == (40, 40) and v.mode == "RGB" for v in views)
+    arrays = [np.asarray(v, np.float32) for v in views]
+    assert min(np.abs(a - b).mean() for i, a in enumerate(arrays) for b in arrays[i + 1:]) > 0.5
+    captioned = tr.add_caption(im, "Holiday", 12)
+    band = np.asarray(captioned)[62:, :]
+    assert captioned.size == (90, 72) and band.mean() > 200 and band.min() < 50  # a white band, some ink
+
+
+def test_checkpoint_keeps_the_input_transform_of_imagenet_googlenet(tmp_path):
+    from simviewer.core.embedder import WeightsSpec, resolve
+
+    net = Embedder("googlenet", "none").load().model
+    path = tmp_path / "g.pt"
+    state = {k: v.contiguous() for k, v in net.state_dict().items()}
+    for flag in (True, False):
+        torch.save({"format": CHECKPOINT_FORMAT, "arch": "googlenet", "model": state, "transform_input": flag}, path)
+        assert resolve("googlenet", WeightsSpec("file", str(path))).build().transform_input is flag

@@ -1,0 +1,72 @@
+"""The Training tab: start, watch points arrive on the plot, Stop within a step, find the checkpoint."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("PySide6")
+pytest.importorskip("PySide6.QtCharts")
+
+import torch  # noqa: E402
+from PySide6.QtCore import Qt  # noqa: E402
+
+from simviewer.core.embedder import CHECKPOINT_FORMAT  # noqa: E402
+
+from ..conftest import make_photo, write_jpeg  # noqa: E402
+from .conftest import wait_indexed  # noqa: E402
+
+
+@pytest.fixture
+def photos(tmp_path):
+    root = tmp_path / "photos"
+    for i in range(16):
+        write_jpeg(root / f"p{i:02d}.jpg", make_photo(300 + i, size=(96, 72)))
+    return root
+
+
+def test_train_plot_stop_and_use_the_checkpoint(qtbot, window, photos, tmp_path):
+    window.open_folder(photos)
+    wait_indexed(qtbot, window)
+    tab = window.training
+    window.tabs.setCurrentWidget(tab)
+    tab.library_button.click()
+    qtbot.waitUntil(lambda: tab.detected is not None, timeout=10_000)
+    assert tab.detected[0] == "selfsup" and "no labels" in tab.detected_label.text()
+    tab.arch_box.setCurrentText("resnet18")
+    tab.weights_box.setCurrentIndex(tab.weights_box.findData("none"))
+    tab.size_spin.setValue(32)
+    tab.batch_spin.setValue(4)
+    tab.epochs_spin.setValue(200)  # far more than the test waits for: only Stop ends it
+    tab.patience_spin.setValue(0)
+    tab.threads_spin.setValue(2)
+    out = tmp_path / "models" / "mine.pt"
+    tab.out_edit.setText(str(out))
+
+    tab.start_button.click()
+    assert tab.running and not tab.start_button.isEnabled() and tab.stop_button.isEnabled()
+    # Loss points arrive on the plot, then the first epoch's validation and its checkpoint.
+    qtbot.waitUntil(lambda: tab.chart.loss.count() >= 3, timeout=120_000)
+    assert tab.chart.smooth.count() == tab.chart.loss.count()
+    # before training + epoch 1
+    qtbot.waitUntil(lambda: "recall@1" in tab.chart.metrics and tab.chart.metrics["recall@1"].count() >= 2,
+                    timeout=120_000)
+    qtbot.waitUntil(lambda: out.is_file(), timeout=30_000)
+    assert tab.progress.maximum() > 0 and "left" in tab.progress_label.text()
+
+    qtbot.mouseClick(tab.stop_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: not tab.running, timeout=60_000)
+    assert tab.steps_after_stop <= 1, "Stop must take effect within one step"
+    done = tab.done
+    assert done is not None and done.stopped and done.best_path == str(out)
+    ckpt = torch.load(out, map_location="cpu", weights_only=True)
+    assert ckpt["format"] == CHECKPOINT_FORMAT and ckpt["arch"] == "resnet18"
+    assert tab.results.rowCount() >= 1 and tab.results.item(0, 1).text() != "—"
+    assert str(out) in tab.log.toPlainText()
+
+    # "Use this model for the library" re-indexes the open library with the checkpoint.
+    assert tab.use_button.isEnabled()
+    tab.use_button.click()
+    assert window.tabs.currentWidget() is window.stack
+    wait_indexed(qtbot, window)
+    assert window.index.manifest["model"]["weights"] == str(out.resolve())
+    assert window.index.count == 16
