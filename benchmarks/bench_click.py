@@ -96,21 +96,21 @@ def main(argv=None) -> int:
             w.results.viewport().repaint()
             app.processEvents()
 
-        ours = []
+        ours, ours_top = [], []
         for p in picks:
             t = time.perf_counter()
             w._query_indexed(str(p))
             painted()
             ours.append(time.perf_counter() - t)
-        ours_first = [r.path for r in w.last_results]
+            ours_top.append({r.path for r in w.last_results[:4]})
 
         # naive: every vector in memory, exact cosine against all of them on each click.
         with lib.open_catalog() as cat:
             keys = [key for key, _ in cat.indexed_keys(w.index.model_fingerprint)]
             x = np.stack([np.frombuffer(b, np.float32) for b in cat.indexed_vectors(w.index.model_fingerprint)])
         row_of = {key: r for r, key in enumerate(keys)}
-        naive = []
-        for p in picks:
+        naive, found = [], 0
+        for p, top4 in zip(picks, ours_top):
             t = time.perf_counter()
             q = x[row_of[p.name]]
             s = x @ q
@@ -119,8 +119,7 @@ def main(argv=None) -> int:
             w._show_results([(lib.path_for(keys[i]), float(s[i])) for i in top])
             painted()
             naive.append(time.perf_counter() - t)
-        naive_first = [r.path for r in w.last_results]
-        agree = len(set(ours_first) & set(naive_first)) / max(1, len(naive_first))
+            found += len(top4 & {r.path for r in w.last_results[:4]})
         w.close()
 
     def stats(ts: list[float]) -> str:
@@ -129,7 +128,7 @@ def main(argv=None) -> int:
 
     print(f"  naive click (exact search over {args.n} vectors + paint): {stats(naive)}")
     print(f"  ours  click (Annoy lookup + paint):                   {stats(ours)}")
-    print(f"  last click: {agree:.0%} of the exact top {k} found by the index")
+    print(f"  the index found {found / (4 * len(picks)):.1%} of each photo's four cluster mates (exact top 4)")
     print(f"  ratio: {np.median(naive) / np.median(ours):.1f}x (p50, naive / ours)")
     return 0
 
