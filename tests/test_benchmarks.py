@@ -116,3 +116,15 @@ def test_bench_train_smoke(tmp_path):
         assert words in out, out
     assert (tmp_path / "out" / "coil-resnet18-supervised.pt").is_file()
     assert (tmp_path / "out" / "neardup" / "labels.csv").is_file()
+
+
+def test_bench_ann_smoke():
+    out = run("bench_ann.py", "-n", 2000, "--dim", 32, "--queries", 20, "--compare-build")
+    assert ratio(out) > 0 and "naive build" in out and "ours  build" in out and "recall@5" in out
+
+
+def test_bench_click_smoke(tmp_path):
+    pytest.importorskip("PySide6")
+    photos(tmp_path / "src", 3)
+    out = run("bench_click.py", "--source", tmp_path / "src", "-n", 300)
+    assert ratio(out) > 0 and "cluster mates" in out
