@@ -107,7 +107,7 @@ def main(argv=None) -> int:
         # naive: every vector in memory, exact cosine against all of them on each click.
         with lib.open_catalog() as cat:
             keys = [key for key, _ in cat.indexed_keys(w.index.model_fingerprint)]
-            x = np.stack([np.frombuffer(b, np.float32) for b in cat.indexed_vectors(w.index.model_fingerprint)])
+            x = np.stack(list(cat.indexed_vectors(w.index.model_fingerprint)))
         row_of = {key: r for r, key in enumerate(keys)}
         naive, found = [], 0
         for p, top4 in zip(picks, ours_top):

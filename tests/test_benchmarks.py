@@ -128,3 +128,10 @@ def test_bench_click_smoke(tmp_path):
     photos(tmp_path / "src", 3)
     out = run("bench_click.py", "--source", tmp_path / "src", "-n", 300)
     assert ratio(out) > 0 and "cluster mates" in out
+
+
+def test_bench_compact_smoke(tmp_path):
+    folder = photos(tmp_path / "set", 6)
+    (folder / "labels.csv").write_text("path,group\n" + "".join(f"{i}.jpg,g{i // 2}\n" for i in range(6)))
+    out = run("bench_compact.py", folder, "--labels", folder / "labels.csv", "--model", "resnet18", "--pca", 4)
+    assert "float16" in out and "pca-4" in out and "recall@10 vs float32" in out
