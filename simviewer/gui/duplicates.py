@@ -79,6 +79,7 @@ class DuplicatesTab(QWidget):
         self.threshold = dedup.DEFAULT_THRESHOLD
         self.floor = dedup.threshold_floor(self.threshold)
         self.finding = False
+        self._refind = False
         self.acting = False
         self.last_result: dedup.ActionResult | None = None
         self.find_worker: GeneratorThread | None = None
@@ -333,13 +334,18 @@ class DuplicatesTab(QWidget):
             self.status.setText(f"Mirrored and rotated copies: {ev.done} of {ev.total} photos")
             return
         if index is not self.main.index:
-            return  # the library changed meanwhile
+            self._refind = True  # a new index arrived meanwhile: look again in it when this ends
+            return
         self.nb = ev
         self._nb_for = (index, invariant)
         self.regroup()
 
     def _find_done(self, completed: bool) -> None:
         self.finding = False
+        if self._refind:
+            self._refind = False
+            self.find()
+            return
         self.progress.hide()
         self.stop_button.hide()
         if not completed and self.nb is None:
@@ -349,6 +355,7 @@ class DuplicatesTab(QWidget):
         self._update_buttons()
 
     def stop(self) -> None:
+        self._refind = False
         for worker in (self.find_worker, self.action_worker):
             if worker is not None:
                 worker.stop()

@@ -438,7 +438,8 @@ class MainWindow(QMainWindow):
 
         worker = GeneratorThread(load, "load-index", self)
         worker.yielded.connect(self._index_loaded)
-        worker.done.connect(lambda _ok: setattr(self, "loading", False))
+        # Only the latest load ends "loading": an earlier one finishing must not hide a later one.
+        worker.done.connect(lambda _ok, w=worker: setattr(self, "loading", False) if w is self._load_worker else None)
         self.loading = True
         self._load_worker = worker
         worker.start()
