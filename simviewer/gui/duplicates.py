@@ -443,8 +443,13 @@ class DuplicatesTab(QWidget):
         return {g.keeper.key: self.selection(g) for g in self.groups}
 
     def planned(self) -> tuple[int, int]:
-        sel = [(m.item.size) for g in self.groups for m in g.members if m.item.key in self.selection(g)]
-        return len(sel), sum(sel)
+        """(photos, bytes) the clean-up would move."""
+        files = size = 0
+        for g in self.groups:
+            chosen = self.selection(g)
+            files += len(chosen)
+            size += sum(m.item.size for m in g.members if m.item.key in chosen)
+        return files, size
 
     def select_by_rules(self) -> None:
         self.overrides.clear()
@@ -489,9 +494,9 @@ class DuplicatesTab(QWidget):
 
     def _group_text(self, g: dedup.Group) -> str:
         kind = "exact copies" if g.exact else f"≥ {min(m.score for m in g.members) * 100:.2f} %"
-        n = len(self.selection(g))
-        return (f"{len(g.members)} photos · {kind}\n{g.keeper.path.name}\n"
-                f"{n} to move · {human_size(sum(m.item.size for m in g.members if m.item.key in self.selection(g)))}")
+        chosen = self.selection(g)
+        size = sum(m.item.size for m in g.members if m.item.key in chosen)
+        return f"{len(g.members)} photos · {kind}\n{g.keeper.path.name}\n{len(chosen)} to move · {human_size(size)}"
 
     def _show_groups(self, keep: str | None = None) -> None:
         self.group_list.blockSignals(True)
