@@ -76,6 +76,20 @@ def test_index_then_query_json(library, tmp_path):
     assert str(library / "p4.jpg") in out.stdout.splitlines()[1] and "untrained" in out.stdout
 
 
+def test_index_with_decoder_processes_matches_threads(library, tmp_path):
+    def index(decoders):
+        idx = tmp_path / decoders
+        summary = json.loads(simviewer("index", library, "--model", "resnet18", "--weights", "none",
+                                       "--index-dir", idx, "--decoders", decoders, "--json").stdout)
+        assert summary["embedded"] == 7 and [s["path"] for s in summary["skipped"]] == ["broken.jpg"]
+        return json.loads(simviewer("query", library / "sub" / "p3_small.jpg", "--folder", library,
+                                    "--index-dir", idx, "-k", "6", "--json").stdout)
+
+    assert index("processes") == index("threads")
+    bad = simviewer("index", library, "--decoders", "fibers", check=False)
+    assert bad.returncode == 2 and "threads" in bad.stderr
+
+
 def test_failures_exit_1_with_one_line_reason(library, tmp_path):
     proc = simviewer("query", library / "p0.jpg", "--folder", library, "--index-dir", tmp_path / "none", check=False)
     assert proc.returncode == 1

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +18,7 @@ from simviewer.core.library import (
     IndexProgress,
     IndexSummary,
     Library,
+    LibraryError,
     ScanDone,
     default_index_dir,
 )
@@ -174,3 +178,89 @@ def test_second_concurrent_update_is_refused(photo_folder, embedder):
     with pytest.raises(LibraryError, match="another simviewer process"):
         list(Library(photo_folder).update(embedder))
     list(first)
+
+
+def _children() -> set[int]:
+    """Process ids of this process's children (Linux)."""
+    pids: set[int] = set()
+    for task in Path("/proc/self/task").iterdir():
+        with contextlib.suppress(OSError):
+            pids.update(int(p) for p in (task / "children").read_text().split())
+    return pids
+
+
+def _decoder_children() -> set[int]:
+    out = set()
+    for pid in _children():
+        with contextlib.suppress(OSError):
+            if b"simviewer.core.decoding" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                out.add(pid)
+    return out
+
+
+def test_decoder_processes_and_threads_store_the_same_vectors(photo_folder, tmp_path):
+    def vectors(decoders):
+        lib = Library(photo_folder, tmp_path / decoders)
+        s, _ = run(lib, CountingEmbedder("resnet18", "none"), batch_size=5, decoders=decoders)
+        assert (s.embedded, s.skipped) == (12, [])
+        with Catalog(lib.catalog_path) as cat:
+            return cat.files(), cat.vectors_for(Embedder("resnet18", "none").fingerprint)
+
+    files_p, vec_p = vectors("processes")
+    files_t, vec_t = vectors("threads")
+    assert files_p.keys() == files_t.keys() and vec_p.keys() == vec_t.keys()
+    for key, rec in files_p.items():
+        other = files_t[key]
+        assert (rec.hash, rec.width, rec.height, rec.format) == (other.hash, other.width, other.height, other.format)
+    for h, v in vec_p.items():
+        np.testing.assert_array_equal(v, vec_t[h])
+    with pytest.raises(LibraryError, match="decoders"):
+        list(Library(photo_folder, tmp_path / "x").update(Embedder("resnet18", "none"), decoders="fibers"))
+
+
+def test_indexed_vectors_stay_within_0999_of_an_fp32_reference(photo_folder, tmp_path):
+    lib = Library(photo_folder, tmp_path / "idx")
+    auto = Embedder("resnet18", "none")
+    run(lib, auto)
+    ref = Embedder("resnet18", "none", precision="fp32")
+    index = lib.load_index()
+    keys = sorted(index.all_keys())
+    expected = ref.embed_paths([photo_folder / k for k in keys])
+    got = np.stack([index.vector(k) for k in keys])
+    cos = (got * expected).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(expected, axis=1)
+    assert cos.min() >= 0.999
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("how", ["stopped", "raises", "abandoned", "finished"])
+def test_no_decoder_process_outlives_the_update(photo_folder, embedder, how):
+    for i in range(30):
+        write_jpeg(photo_folder / "more" / f"extra{i:02d}.jpg", make_photo(700 + i))
+    lib = Library(photo_folder)
+    seen: set[int] = set()
+    batches = []
+
+    def should_stop():
+        seen.update(_decoder_children())
+        batches.append(1)
+        return how == "stopped" and len(batches) > 1
+
+    kw = {"batch_size": 4, "should_stop": should_stop, "decoders": "processes"}
+    if how == "raises":
+        def boom(batch):
+            seen.update(_decoder_children())
+            raise RuntimeError("network failed")
+        embedder.embed_tensors = boom
+        with pytest.raises(RuntimeError, match="network failed"):
+            list(lib.update(embedder, **kw))
+    elif how == "abandoned":
+        events = lib.update(embedder, **kw)
+        while not isinstance(next(events), IndexProgress):
+            pass
+        events.close()
+    else:
+        s, _ = run(lib, embedder, **kw)
+        assert s.cancelled == (how == "stopped")
+    assert len(seen) == 2  # two decoder processes
+    assert not (_decoder_children() & seen)
+    assert all(not Path(f"/proc/{pid}").exists() for pid in seen)  # ended and reaped
