@@ -322,7 +322,7 @@ class Library:
                 # Build the network while the decoders read the first batch, not after it. A failure
                 # here surfaces again where the network is really needed (if it is).
                 with contextlib.suppress(Exception):
-                    embedder.load()
+                    _ = embedder.inference_model
             while pending:
                 if should_stop():
                     cancelled = True

@@ -76,6 +76,26 @@ def test_other_backbones_embed(arch):
     np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
 
 
+@pytest.mark.parametrize("arch", ["resnet18", "googlenet"])
+def test_folded_batch_norms_give_the_vectors_of_the_network_as_it_is(arch, photos):
+    e = Embedder(arch, "none", precision="fp32")
+    gen = torch.Generator().manual_seed(5)
+    with torch.no_grad():  # batch norms with real statistics, as trained weights have
+        for m in e.model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                for t, lo, hi in ((m.running_mean, -0.5, 0.5), (m.running_var, 0.2, 2.0),
+                                  (m.weight, 0.5, 1.5), (m.bias, -0.3, 0.3)):
+                    t.copy_(torch.rand(t.shape, generator=gen) * (hi - lo) + lo)
+    x = e.preprocess.normalise(np.stack([e.preprocess.crop_array(im) for im in photos]))
+    with torch.inference_mode():
+        plain = torch.nn.functional.normalize(e.model(x).flatten(1), dim=1).numpy()
+    folded = e.embed_tensors(x)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in e.inference_model.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in e.model.modules())  # Grad-CAM and training
+    assert (plain * folded).sum(1).min() > 0.99999
+    assert np.abs(plain - folded).max() > 0  # it really ran another network
+
+
 def test_unknown_arch_names_the_choices():
     with pytest.raises(EmbedderError, match="resnet18"):
         Embedder("vgg16", "none")
