@@ -46,6 +46,17 @@ def test_bench_index_smoke(tmp_path):
     assert ratio(out) > 0 and "re-index with nothing changed" in out
 
 
+def test_bench_ingest_smoke(tmp_path):
+    photos(tmp_path / "src", 4)
+    out = run("bench_ingest.py", tmp_path / "src", "--model", "resnet18", "--profile", "--profile-limit", 4,
+              "--repeat", 1, "--batch-sizes", 4, "--variants", "naive,threads,processes", "--rounds", 1,
+              "--json", tmp_path / "ingest.json")
+    for words in ("hash blake2b", "decode: full size", "network alone", "bound on", "peak RSS",
+                  "+ 2 x" if sys.platform.startswith("linux") else "processes"):
+        assert words in out, out
+    assert ratio(out) > 0
+
+
 def test_bench_reindex_smoke(tmp_path):
     photos(tmp_path / "src", 4)
     out = run("bench_reindex.py", "--source", tmp_path / "src", "-n", 40, "--repeat", 1)
