@@ -89,7 +89,7 @@ def main(argv=None) -> int:
     ap.add_argument("--weights", default="none")
     ap.add_argument("--naive-limit", type=int, default=128, help="images the naive pipeline processes")
     ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--workers", type=int, default=None, help="decoders (default: as simviewer picks)")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--make-12mp", type=Path, metavar="OUT")
     ap.add_argument("--source", type=Path)

@@ -256,7 +256,7 @@ def run_one(folder: Path, cfg: dict) -> dict:
         with tempfile.TemporaryDirectory() as tmp, probe:
             t = time.perf_counter()
             events = Library(folder, Path(tmp)).update(
-                emb, batch_size=cfg.get("batch", 32), workers=cfg.get("workers", 2),
+                emb, batch_size=cfg.get("batch", 16), workers=cfg.get("workers"),
                 decoders=cfg.get("decoders", "threads"), decoder_nice=cfg.get("nice", 10))
             worker_peaks: dict[int, float] = {}
 

@@ -39,7 +39,8 @@ def _add_library_args(p: argparse.ArgumentParser, model_default: str | None, wei
     p.add_argument("--index-dir", metavar="DIR",
                    help="where the folder's catalog and index live (default: a per-user data folder)")
     p.add_argument("--batch-size", type=_positive_int, default=16, help="images per inference batch (default 16)")
-    p.add_argument("--workers", type=_positive_int, default=2, help="photos decoded at once (default 2)")
+    p.add_argument("--workers", type=_positive_int, default=None,
+                   help="photos decoded at once (default: one fewer than the cores, at least 2)")
     p.add_argument("--decoders", choices=("threads", "processes"), default="threads",
                    help="decode in threads of this process (default), or in separate processes, so that a "
                         "decoder crash on a damaged or hostile file skips that file instead of ending simviewer "

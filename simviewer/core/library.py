@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from .catalog import Catalog, FileRecord
-from .decoding import DECODER_NICE, DecoderPool, Prepared, ThreadDecoders, prepare_file
+from .decoding import DECODER_NICE, DecoderPool, Prepared, ThreadDecoders, default_decoders, prepare_file
 from .embedder import Embedder
 from .images import VARIANTS, ImageError, WalkErrors, load_image, walk_images
 from .index import AnnIndex, read_manifest
@@ -223,29 +223,30 @@ class Library:
         embedder: Embedder,
         *,
         batch_size: int = 16,
-        workers: int = 2,
+        workers: int | None = None,
         should_stop: Callable[[], bool] | None = None,
         decoders: str = "threads",
         decoder_nice: int = DECODER_NICE,
     ) -> Iterator[Event]:
         """Bring catalog and index up to date with the folder; yields events, ends with IndexSummary.
 
-        *workers* decoders read, hash and decode photos while the network embeds the previous
-        batch, at a CPU priority *decoder_nice* steps below the network's (Linux), so that they
-        fill the gaps the network leaves instead of slowing it down. They are threads of this
-        process by default: Pillow and hashlib release the GIL, and decoder processes measured no
-        faster (benchmarks/bench_ingest.py). *decoders* ``"processes"`` runs them in worker
-        processes instead, which costs start-up time and memory but turns a decoder crash on a
-        hostile file into one skipped file. Every worker has ended when this generator
-        finishes, is stopped, raises or is closed. Batches of 16 keep a ResNet-50's activations
-        in cache: 10 % faster in the network than 32, and the first results come sooner.
+        *workers* decoders (default: one fewer than the cores, at least 2) read, hash and decode
+        photos while the network embeds the previous batch, at a CPU priority *decoder_nice* steps
+        below the network's (Linux), so that they fill the gaps the network leaves instead of
+        slowing it down. They are threads of this process by default: Pillow and hashlib release
+        the GIL, and decoder processes measured no faster (benchmarks/bench_ingest.py).
+        *decoders* ``"processes"`` runs them in worker processes instead, which costs start-up
+        time and memory but turns a decoder crash on a hostile file into one skipped file. Every
+        worker has ended when this generator finishes, is stopped, raises or is closed. Batches of
+        16 keep a ResNet-50's activations in cache: faster in the network than 32, and the first
+        results come sooner.
         """
         if decoders not in ("processes", "threads"):
             raise LibraryError(f"decoders must be 'processes' or 'threads', not {decoders!r}")
         should_stop = should_stop or (lambda: False)
         with self._lock(), self.open_catalog() as cat:
-            yield from self._update(cat, embedder, batch_size, max(1, workers), should_stop, decoders,
-                                    decoder_nice)
+            yield from self._update(cat, embedder, batch_size, max(1, workers or default_decoders()), should_stop,
+                                    decoders, decoder_nice)
 
     def _update(self, cat: Catalog, embedder: Embedder, batch_size: int, workers: int, should_stop,
                 decoders: str, decoder_nice: int) -> Iterator[Event]:
@@ -310,8 +311,8 @@ class Library:
             it = iter(todo)
 
             def top_up() -> None:
-                # Keep two batches in flight so decoding overlaps inference.
-                while len(pending) < 2 * batch_size:
+                # Keep two batches in flight (and every decoder busy) so decoding overlaps inference.
+                while len(pending) < 2 * max(batch_size, workers):
                     key = next(it, None)
                     if key is None:
                         return
@@ -428,7 +429,7 @@ class Library:
 
     def variant_vectors(
         self, embedder: Embedder, files: list[tuple[str, Path]], kinds: tuple[str, ...] = tuple(VARIANTS),
-        *, batch_size: int = 32, workers: int = 2, should_stop: Callable[[], bool] | None = None,
+        *, batch_size: int = 32, workers: int | None = None, should_stop: Callable[[], bool] | None = None,
     ) -> Iterator[VariantProgress | VariantVectors]:
         """Vectors of mirrored and rotated copies of *files* ((content hash, path) pairs).
 
@@ -461,7 +462,7 @@ class Library:
 
             done = 0
             yield VariantProgress(0, len(items))
-            with ThreadPoolExecutor(max(1, workers), thread_name_prefix="simviewer-variants") as pool:
+            with ThreadPoolExecutor(max(1, workers or default_decoders()), thread_name_prefix="simviewer-variants") as pool:
                 for start in range(0, len(items), batch_size):
                     if should_stop():
                         break

@@ -214,6 +214,24 @@ def test_dedup_json_contract_dry_run_move_and_undo(tmp_path):
     assert hits[0]["path"] == str(root / "edits" / "o1_small.jpg")
 
 
+def test_dedup_invariant_finds_a_rotated_copy_from_the_command_line(tmp_path):
+    root = tmp_path / "photos"
+    im = make_photo(121)
+    write_jpeg(root / "orig.jpg", im)
+    write_jpeg(root / "rot.jpg", im.rotate(90, expand=True))
+    write_jpeg(root / "other.jpg", make_photo(122))
+    common = ["--index-dir", tmp_path / "idx", "--model", "resnet18", "--weights", "none", "--threshold", "0.998"]
+
+    def pairs(*extra):
+        report = tmp_path / "r.json"
+        simviewer("dedup", root, *common, *extra, "--json", report)
+        return [sorted(os.path.basename(it["path"]) for it in g["items"])
+                for g in json.loads(report.read_text())["groups"]]
+
+    assert pairs() == []
+    assert pairs("--invariant") == [["orig.jpg", "rot.jpg"]]
+
+
 def test_dedup_bad_values_are_reported():
     proc = simviewer("dedup", ".", "--threshold", "3", check=False)
     assert proc.returncode == 1 and "--threshold must be a cosine" in proc.stderr

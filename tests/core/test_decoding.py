@@ -20,6 +20,7 @@ from simviewer.core.decoding import (
     ThreadDecoders,
     centre_crop_array,
     content_digest,
+    default_decoders,
     prepare_file,
 )
 from simviewer.core.embedder import Embedder
@@ -178,3 +179,12 @@ def test_workers_end_when_their_parent_is_killed(tmp_path):
         proc.wait()
     assert len(pids) == 2
     assert wait_gone(pids) == []
+
+
+@pytest.mark.parametrize(("cores", "expected"), [(1, 2), (2, 2), (4, 3), (16, 15)])
+def test_decoders_scale_with_the_cores(monkeypatch, cores, expected):
+    if hasattr(os, "sched_getaffinity"):
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)))
+    else:
+        monkeypatch.setattr(os, "cpu_count", lambda: cores)
+    assert default_decoders() == expected
