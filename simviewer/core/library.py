@@ -462,7 +462,8 @@ class Library:
 
             done = 0
             yield VariantProgress(0, len(items))
-            with ThreadPoolExecutor(max(1, workers or default_decoders()), thread_name_prefix="simviewer-variants") as pool:
+            decoders = max(1, workers or default_decoders())
+            with ThreadPoolExecutor(decoders, thread_name_prefix="simviewer-variants") as pool:
                 for start in range(0, len(items), batch_size):
                     if should_stop():
                         break

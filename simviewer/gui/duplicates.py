@@ -311,7 +311,7 @@ class DuplicatesTab(QWidget):
                         yield ev
                 if stop():
                     return
-            yield dedup.Neighbours.compute(index, items, floor=floor, should_stop=stop, variants=variants)
+            yield from dedup.Neighbours.search(index, items, floor=floor, should_stop=stop, variants=variants)
 
         worker = GeneratorThread(run, "dedup-find", self)
         worker.yielded.connect(lambda ev, i=index, inv=invariant: self._found(ev, i, inv))
@@ -331,7 +331,12 @@ class DuplicatesTab(QWidget):
         if isinstance(ev, VariantProgress):
             self.progress.setRange(0, max(ev.total, 1))
             self.progress.setValue(ev.done)
-            self.status.setText(f"Mirrored and rotated copies: {ev.done} of {ev.total} photos")
+            self.status.setText(f"Mirrored and rotated copies: {ev.done:,} of {ev.total:,} photos")
+            return
+        if isinstance(ev, dedup.NeighbourProgress):
+            self.progress.setRange(0, max(ev.total, 1))
+            self.progress.setValue(ev.done)
+            self.status.setText(f"Comparing every photo with its neighbours: {ev.done:,} of {ev.total:,}")
             return
         if index is not self.main.index:
             self._refind = True  # a new index arrived meanwhile: look again in it when this ends

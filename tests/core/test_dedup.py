@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -252,3 +253,38 @@ def test_default_threshold_follows_the_model():
     assert dedup.default_threshold({"arch": "resnet50", "untrained": True}) == 0.99947
     assert dedup.threshold_floor(0.95) == pytest.approx(0.80)
     assert dedup.threshold_floor(0.997) == pytest.approx(0.988)
+
+
+def test_neighbours_in_threads_are_the_neighbours_in_one(tmp_path):
+    from simviewer.core.index import AnnIndex
+
+    rng = np.random.default_rng(3)
+    n, dim = 1500, 64
+    centres = rng.normal(size=(n // 3, dim))
+    vecs = np.repeat(centres, 3, axis=0) + rng.normal(scale=0.2, size=(n, dim))
+    vecs = (vecs / np.linalg.norm(vecs, axis=1, keepdims=True)).astype(np.float32)
+    keys = [f"p{i:05d}.jpg" for i in range(n)]
+    items = [Item(k, tmp_path / k, f"h{i}", 1000, i, 100, 100, None) for i, k in enumerate(keys)]
+    model = {"fingerprint": "t", "label": "t", "arch": "none", "weights": "none", "dim": dim}
+    index = AnnIndex.build_and_save(tmp_path / "idx", vecs, keys, model)
+    try:
+        one = Neighbours.compute(index, items, floor=0.9, threads=1)
+        four = Neighbours.compute(index, items, floor=0.9, threads=4)
+        calls = []
+        stopped = Neighbours.compute(index, items, floor=0.9, threads=2,
+                                     should_stop=lambda: calls.append(1) or len(calls) > 300)
+        events = list(Neighbours.search(index, items, floor=0.9, threads=3))
+        abandoned = Neighbours.search(index, items, floor=0.9, threads=2)
+        next(abandoned), next(abandoned)
+        abandoned.close()
+        assert not [t for t in threading.enumerate() if t.name.startswith("simviewer-neighbours")]
+    finally:
+        index.close()
+    # Every photo's two cluster mates are found, and threads change nothing.
+    assert len(one.i) >= n and set(zip(one.i // 3, one.j // 3)) == {(c, c) for c in range(n // 3)}
+    for a, b in ((one.i, four.i), (one.j, four.j), (one.score, four.score), (one.via, four.via)):
+        np.testing.assert_array_equal(a, b)
+    assert len(stopped.i) < len(one.i)  # a stop ends every thread's search
+    dones = [e.done for e in events[:-1]]
+    assert dones[0] == 0 and dones[-1] == n and dones == sorted(dones) and len(dones) == 1 + -(-n // 256)
+    np.testing.assert_array_equal(events[-1].score, one.score)
