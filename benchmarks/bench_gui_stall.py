@@ -5,8 +5,8 @@ how long the window could not repaint or answer a click.
 
 naive: Library.update driven on the GUI thread, with processEvents() after every event (the usual
        first attempt at "keeping the window alive").
-ours:  MainWindow.open_folder: Library.update on a worker thread, events forwarded as signals,
-       index and grid rows loaded on a worker too.
+ours:  MainWindow.open_folder: Library.update on a worker thread (decoding in worker processes),
+       events forwarded as signals, index and grid rows loaded on a worker too.
 
 The folder is COUNT distinct photos written as JPEGs from SOURCE (each source photo also mirrored
 and rotated, to make more distinct pictures than the source holds).

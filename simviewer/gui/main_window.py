@@ -356,7 +356,12 @@ class MainWindow(QMainWindow):
         self._show_model_label()
         library, embedder = self.library, self.embedder
         self.skipped = []
-        worker = GeneratorThread(lambda stop: library.update(embedder, should_stop=stop), "indexing", self)
+        # Decoder processes, not threads: a decoder thread at its lower priority can hold the GIL
+        # while the network's threads run, and the window waits for it (worst stall 21-31 ms
+        # against 8 ms with processes, benchmarks/bench_gui_stall.py); and a decoder crash on a
+        # hostile file then costs that file, not the window. Same speed.
+        worker = GeneratorThread(lambda stop: library.update(embedder, should_stop=stop, decoders="processes"),
+                                 "indexing", self)
         # Events of a worker that is no longer current (its done signal was still queued) are dropped.
         worker.yielded.connect(lambda ev, w=worker: self._index_event(ev) if w is self.index_worker else None)
         worker.failed.connect(lambda exc, w=worker: self._index_failed(exc) if w is self.index_worker else None)
