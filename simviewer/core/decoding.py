@@ -275,6 +275,9 @@ class DecoderPool:
         self._started = 0
         self.crashes = 0
         self._workers: list[_Worker] = []
+        if getattr(sys, "frozen", False):  # a bundled app: its executable is the app, not Python
+            self._use_threads(max(1, workers))
+            return
         try:
             for _ in range(max(1, workers)):
                 self._workers.append(self._start())

@@ -135,6 +135,14 @@ def test_a_worker_that_dies_costs_only_the_file_it_was_on(files, tmp_path):
         same(got, prepare_file(f, SPEC))
 
 
+def test_a_bundled_app_decodes_in_threads(files, monkeypatch):
+    monkeypatch.setattr(sys, "frozen", True, raising=False)  # sys.executable would start the app again
+    with DecoderPool(2, SPEC) as pool:
+        got = pool.submit(files[0]).result(timeout=60)
+        assert pool.in_threads and pool.processes == []
+    same(got, prepare_file(files[0], SPEC))
+
+
 def test_workers_that_cannot_start_fall_back_to_threads(files, monkeypatch):
     monkeypatch.setattr(sys, "executable", "/bin/false" if os.path.exists("/bin/false") else "false")
     with DecoderPool(2, SPEC) as pool:
