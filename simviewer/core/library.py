@@ -236,7 +236,8 @@ class Library:
         slowing it down. They are threads of this process by default: Pillow and hashlib release
         the GIL, and decoder processes measured no faster (benchmarks/bench_ingest.py).
         *decoders* ``"processes"`` runs them in worker processes instead, which costs start-up
-        time and memory but turns a decoder crash on a hostile file into one skipped file. Every
+        time and memory but turns a decoder crash on a hostile file into one skipped file and
+        leaves the GIL to the caller's other threads (the window indexes this way). Every
         worker has ended when this generator finishes, is stopped, raises or is closed. Batches of
         16 keep a ResNet-50's activations in cache: faster in the network than 32, and the first
         results come sooner.
