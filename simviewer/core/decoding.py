@@ -9,7 +9,9 @@ network, so that decoding fills the gaps the network leaves rather than slowing 
 :class:`ThreadDecoders` decodes in threads of this process: Pillow and hashlib release the GIL.
 :class:`DecoderPool` decodes in worker processes, each a fresh interpreter (never forked from a
 process that has torch or Qt threads running); no faster on the machines measured, it turns a
-decoder crash on a hostile file into one skipped file. Nothing in this module imports torch: a
+decoder crash on a hostile file into one skipped file, and leaves the GIL to the process's other
+threads: a low-priority decoder thread that holds it while the network runs stalls a window's
+event loop (benchmarks/bench_gui_stall.py), so the window uses processes. Nothing in this module imports torch: a
 worker process costs Python, NumPy and Pillow only (about 45 MB).
 """
 
