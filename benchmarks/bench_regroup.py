@@ -25,6 +25,7 @@ import numpy as np
 
 from simviewer.core import dedup
 from simviewer.core.index import AnnIndex
+from simviewer.core.system import usable_cores
 
 THRESHOLDS = (0.90, 0.93, 0.95, 0.97, 0.99)
 
@@ -63,7 +64,7 @@ def main(argv=None) -> int:
             naive.append(time.perf_counter() - t)
         index.close()
     print(f"{args.n} photos, {args.dim}-d vectors, thresholds {THRESHOLDS} -> groups {counts}")
-    print(f"  neighbours, once: one thread {first_one:.2f} s, {dedup._cores()} threads {first:.2f} s "
+    print(f"  neighbours, once: one thread {first_one:.2f} s, {usable_cores()} threads {first:.2f} s "
           f"({first_one / first:.2f}x)")
     print(f"  naive regroup (neighbours again + group): {np.mean(naive):.3f} s per threshold change")
     print(f"  simviewer regroup (cached neighbours):    {np.mean(ours):.3f} s per threshold change "

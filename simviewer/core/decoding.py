@@ -37,6 +37,7 @@ import numpy as np
 from PIL import Image
 
 from .images import ImageError, decode_bytes, read_file
+from .system import usable_cores
 
 log = logging.getLogger(__name__)
 
@@ -53,11 +54,7 @@ def default_decoders() -> int:
     decoder: -24 %, three: -7 %; benchmarks/bench_ingest.py); a fixed two would cap any machine at
     about 70 photos/s.
     """
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cores = os.cpu_count() or 2
-    return max(2, cores - 1)
+    return max(2, usable_cores() - 1)
 
 
 @dataclass(frozen=True)
@@ -273,7 +270,7 @@ class DecoderPool:
         self._lock = threading.Lock()
         self._seq = 0
         self._closing = False
-        self._fallback: ThreadPoolExecutor | None = None
+        self._fallback: ThreadDecoders | None = None
         self._started = 0
         self.crashes = 0
         self._workers: list[_Worker] = []
@@ -309,8 +306,7 @@ class DecoderPool:
 
     def _use_threads(self, n: int) -> None:
         if self._fallback is None:
-            self._fallback = ThreadPoolExecutor(n, thread_name_prefix="simviewer-decode",
-                                                initializer=lower_priority, initargs=(self.nice, True))
+            self._fallback = ThreadDecoders(n, self.spec, self.known, self.nice)
 
     @property
     def processes(self) -> list[int]:
@@ -347,7 +343,7 @@ class DecoderPool:
                 with contextlib.suppress(OSError):
                     fh.close()
         if self._fallback is not None:
-            self._fallback.shutdown(wait=True, cancel_futures=True)
+            self._fallback.close()
 
     def __enter__(self) -> DecoderPool:
         return self
@@ -366,7 +362,7 @@ class DecoderPool:
                 self._dispatch(path, fut)
                 return fut
         self._use_threads(1)
-        return self._fallback.submit(prepare_file, path, self.spec, self.known)
+        return self._fallback.submit(path)
 
     def _dispatch(self, path: str, fut: Future) -> None:
         """Queue *path* on the least busy worker (the lock is held)."""
@@ -428,7 +424,7 @@ class DecoderPool:
                 if self._workers:
                     self._dispatch(path, fut)
                 else:
-                    self._chain(self._fallback.submit(prepare_file, path, self.spec, self.known), fut)
+                    self._chain(self._fallback.submit(path), fut)
 
     @staticmethod
     def _chain(src: Future, dst: Future) -> None:

@@ -32,6 +32,7 @@ import numpy as np
 from .catalog import Catalog
 from .images import file_digest
 from .index import AnnIndex
+from .system import usable_cores
 
 log = logging.getLogger(__name__)
 
@@ -120,13 +121,6 @@ class NeighbourProgress:
     total: int
 
 
-def _cores() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
-
-
 @dataclass
 class Neighbours:
     """Candidate pairs (i < j) with their cosine, for every pair at or above ``floor``."""
@@ -211,7 +205,7 @@ class Neighbours:
 
         todo = list(pos.items())
         chunks = [todo[c : c + 256] for c in range(0, len(todo), 256)]
-        workers = max(1, min(threads or _cores(), len(chunks)))
+        workers = max(1, min(threads or usable_cores(), len(chunks)))
         found_pairs: list[list[tuple[int, int, float, int]]] = []
         yield NeighbourProgress(0, len(todo))
         pool = ThreadPoolExecutor(workers, thread_name_prefix="simviewer-neighbours")

@@ -23,6 +23,7 @@ from torchvision import models
 from .decoding import DecodeSpec, centre_crop_array
 from .images import file_digest
 from .registry import ARCHITECTURES, DEFAULT_ARCH
+from .system import usable_cores
 
 log = logging.getLogger(__name__)
 
@@ -126,10 +127,7 @@ def cpu_supports_bf16() -> bool:
 
 def default_threads() -> int:
     """Intra-op threads for inference: all cores this process may use."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - non-Linux
-        return max(1, os.cpu_count() or 1)
+    return usable_cores()
 
 
 def _imagenet_weights(arch: str) -> models.WeightsEnum:

@@ -13,7 +13,6 @@ manifest names a complete generation, so the previous index stays loadable.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
@@ -27,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 from annoy import AnnoyIndex
+
+from .system import fsync_dir, fsync_file
 
 log = logging.getLogger(__name__)
 
@@ -57,19 +58,6 @@ def angular_to_cosine(distance: float | np.ndarray) -> float | np.ndarray:
 def trees_for(n: int) -> int:
     """10 trees up to 1k items, +8 per decade after that (18 at 10k, 34 at 1M)."""
     return int(round(10 + 8 * math.log10(max(n, 1000) / 1000)))
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):  # not supported for directories on every platform
-        _fsync_file(path)
 
 
 def _checkpoint(step: str) -> None:
@@ -131,7 +119,7 @@ class AnnIndex:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        _fsync_file(tmp / "index.ann")
+        fsync_file(tmp / "index.ann")
         _checkpoint("ann-written")
 
         db = sqlite3.connect(tmp / "keys.sqlite")
@@ -139,13 +127,13 @@ class AnnIndex:
             db.execute("CREATE TABLE keys (item INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE)")
             db.executemany("INSERT INTO keys VALUES (?, ?)", enumerate(keys))
         db.close()
-        _fsync_file(tmp / "keys.sqlite")
+        fsync_file(tmp / "keys.sqlite")
         _checkpoint("keys-written")
 
         final = directory / gen
         shutil.rmtree(final, ignore_errors=True)  # a leftover from a crash after rename, never current
         os.replace(tmp, final)
-        _fsync_dir(directory)
+        fsync_dir(directory)
         _checkpoint("generation-renamed")
 
         manifest = {
@@ -162,10 +150,10 @@ class AnnIndex:
         }
         tmp_manifest = directory / f".{MANIFEST}.tmp-{os.getpid()}"
         tmp_manifest.write_text(json.dumps(manifest, indent=2))
-        _fsync_file(tmp_manifest)
+        fsync_file(tmp_manifest)
         _checkpoint("manifest-written")
         os.replace(tmp_manifest, directory / MANIFEST)
-        _fsync_dir(directory)
+        fsync_dir(directory)
         _checkpoint("manifest-replaced")
 
         _remove_stale(directory, keep=gen)

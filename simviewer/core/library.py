@@ -162,11 +162,6 @@ class _Prepared:
     pixels: np.ndarray | None  # None when skipped or when the content's vector is known
 
 
-@contextlib.contextmanager
-def _no_pool() -> Iterator[None]:
-    yield None
-
-
 class Library:
     def __init__(self, folder: str | os.PathLike, index_dir: str | os.PathLike | None = None) -> None:
         self.folder = Path(folder).expanduser().resolve()
@@ -306,7 +301,7 @@ class Library:
             return _Prepared(rec, None if p.digest in known_hashes else p.pixels)
 
         pool_type = ThreadDecoders if decoders == "threads" else DecoderPool
-        pool_or_none = pool_type(workers, spec, known_content, nice=decoder_nice) if todo else _no_pool()
+        pool_or_none = pool_type(workers, spec, known_content, nice=decoder_nice) if todo else contextlib.nullcontext()
         with pool_or_none as pool:
             pending: list[tuple[str, Future]] = []
             it = iter(todo)

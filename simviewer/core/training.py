@@ -52,6 +52,7 @@ from .embedder import (
 from .images import ImageError, WalkErrors, load_image, walk_images
 from .paths import checkpoint_dirs
 from .registry import ARCHITECTURES, DEFAULT_ARCH
+from .system import fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -307,14 +308,7 @@ def save_checkpoint(path: str | os.PathLike, checkpoint: dict) -> Path:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    try:  # make the rename itself durable
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:  # pragma: no cover - folders that cannot be opened for fsync (some platforms)
-        pass
+    fsync_dir(path.parent)  # make the rename itself durable
     return path
 
 
