@@ -17,6 +17,14 @@ def _private_data_dir(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("SIMVIEWER_DATA_DIR", str(tmp_path_factory.mktemp("userdata")))
 
 
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch, tmp_path_factory):
+    """Tests never touch the network, and do not see weights a developer has cached: the default
+    model is chosen as on a fresh machine offline."""
+    monkeypatch.setenv("SIMVIEWER_OFFLINE", "1")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path_factory.mktemp("torch-home")))
+
+
 def make_photo(seed: int, size: tuple[int, int] = (320, 240)) -> Image.Image:
     """A photo-like picture: a gradient sky, a few solid shapes, sensor noise. Distinct per seed."""
     rng = np.random.default_rng(seed)

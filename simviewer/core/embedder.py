@@ -1,9 +1,12 @@
 """CNN backbones that turn photos into L2-normalised embedding vectors.
 
-A backbone is a torchvision classifier with its last fully connected layer replaced by the
-identity, so its output is the global-average-pooled feature of the last convolutional stage.
-Every stored vector is keyed by :attr:`Embedder.fingerprint`, which names the architecture, the
-exact weights and the preprocessing, so vectors from different models never mix.
+A backbone is a classifier (torchvision's, or the bundled EfficientNet-Lite) with its last fully
+connected layer replaced by the identity, so its output is the pooled feature of the last
+convolutional stage: generalised-mean (GeM, p = 3) pooled by default, which weighs the strongest
+activations more than an average does (Radenović et al., 2018) and measured better for
+near-duplicates and retrieval (benchmarks/bench_quality.py). Every stored vector is keyed by
+:attr:`Embedder.fingerprint`, which names the architecture, the exact weights, the pooling and the
+preprocessing, so vectors from different models never mix.
 """
 
 from __future__ import annotations
@@ -28,14 +31,16 @@ from .system import usable_cores
 log = logging.getLogger(__name__)
 
 # Bumped whenever decoding or preprocessing changes in a way that changes vectors.
-PIPELINE_VERSION = 1
+# 2: pooling is part of the model (GeM by default); EfficientNet-Lite preprocessing.
+PIPELINE_VERSION = 2
 CHECKPOINT_FORMAT = "simviewer-checkpoint"
 UNTRAINED_SEED = 0
 BF16_MIN_COSINE = 0.999
-
-
-
-
+POOLINGS = ("gem", "avg")
+DEFAULT_POOLING = "gem"
+GEM_P = 3.0
+# Set to 1 to never try a download of ImageNet weights (the bundled model is used instead).
+OFFLINE_ENV = "SIMVIEWER_OFFLINE"
 class EmbedderError(Exception):
     """A model that cannot be built; the message says what to do instead."""
 
@@ -118,6 +123,110 @@ class WeightsSpec:
         return self.path if self.kind == "file" else self.kind
 
 
+class GeM(nn.Module):
+    """Generalised-mean pooling: (mean of x^p)^(1/p) over each channel's map, p = 3.
+
+    Between average (p = 1) and max pooling (p -> inf): a few strong activations count more than a
+    large bland area, which keeps an object's signature when a photo is cropped or bordered.
+    Computed in float32 whatever the autocast, since x^3 of bf16 values loses the mean.
+    """
+
+    def __init__(self, p: float = GEM_P, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.p, self.eps = p, eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # GeM is homogeneous (GeM(c x) = c GeM(x)): pooling x / max(x) and scaling back gives the same
+        # vector, and the clamp then only drops values tiny next to the map's largest, not values
+        # tiny in absolute terms (an untrained deep network's last maps can be all below 1e-6).
+        x = x.float()
+        scale = x.detach().amax(dim=(1, 2, 3), keepdim=True).clamp(min=1e-30)
+        x = (x / scale).clamp(min=self.eps).pow(self.p)
+        return nn.functional.adaptive_avg_pool2d(x, 1).pow(1.0 / self.p) * scale
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+def set_pooling(model: nn.Module, pooling: str) -> nn.Module:
+    """Put *pooling* in place of the network's global average pool (every backbone names it avgpool)."""
+    if pooling not in POOLINGS:
+        raise EmbedderError(f"pooling must be one of {', '.join(POOLINGS)}, not {pooling!r}")
+    if pooling == "gem":
+        model.avgpool = GeM()
+    return model
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """The model a new library gets when the user has not chosen one, and why."""
+
+    arch: str
+    weights: str
+    reason: str
+
+
+def _download_possible(url: str, timeout: float = 3.0) -> bool:
+    """Whether the host of *url* answers at all; a few ms when offline (the name does not resolve)."""
+    if os.environ.get(OFFLINE_ENV, "").strip() not in ("", "0"):
+        return False
+    import socket
+    from urllib.parse import urlparse
+
+    host = urlparse(url).hostname
+    if not host:
+        return False
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+def default_model() -> ModelChoice:
+    """ResNet-50 with ImageNet weights where they are cached or can be downloaded; otherwise the
+    bundled EfficientNet-Lite0, whose ImageNet weights were installed with simviewer.
+
+    Never an untrained network: that is only ever the user's explicit choice.
+    """
+    from .registry import BUNDLED_ARCH
+
+    weights = _imagenet_weights(DEFAULT_ARCH)
+    label = ARCHITECTURES[DEFAULT_ARCH].label
+    if _weights_cache_file(weights).is_file():
+        return ModelChoice(DEFAULT_ARCH, "imagenet", f"{label} ImageNet weights are in the cache")
+    if _download_possible(weights.url):
+        return ModelChoice(DEFAULT_ARCH, "imagenet", f"{label} ImageNet weights are downloaded once, then cached")
+    return ModelChoice(BUNDLED_ARCH, "imagenet",
+                       f"{label} ImageNet weights are not cached and cannot be downloaded (offline?); using "
+                       f"the pretrained {ARCHITECTURES[BUNDLED_ARCH].label} installed with simviewer")
+
+
+def bundled_fallback(reason: str) -> ModelChoice:
+    """The bundled pretrained model, for when the ImageNet weights of the default failed to load."""
+    from .registry import BUNDLED_ARCH
+
+    return ModelChoice(BUNDLED_ARCH, "imagenet",
+                       f"{reason}; using the pretrained {ARCHITECTURES[BUNDLED_ARCH].label} installed with simviewer")
+
+
+def default_embedder(**kwargs) -> tuple[Embedder, ModelChoice]:
+    """The embedder of :func:`default_model`, its weights fetched now where they must be downloaded,
+    so that a download that fails falls back to the bundled pretrained model before any work starts
+    (never to an untrained network). *kwargs* go to :class:`Embedder`."""
+    choice = default_model()
+    embedder = Embedder(choice.arch, choice.weights, **kwargs)
+    if not embedder.builds_offline:
+        try:
+            embedder.load()
+        except WeightsUnavailable as exc:
+            log.info("%s", exc)
+            choice = bundled_fallback(f"the {ARCHITECTURES[choice.arch].label} ImageNet weights could not be "
+                                      "downloaded")
+            embedder = Embedder(choice.arch, choice.weights, **kwargs)
+    return embedder, choice
+
+
 def cpu_supports_bf16() -> bool:
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
@@ -175,16 +284,49 @@ class Resolved:
     weights_id: str
     label: str
     preprocess: Preprocess
-    build: Callable[[], nn.Module]  # returns the headless network in eval mode
+    build: Callable[[], nn.Module]  # returns the headless network (with its pooling) in eval mode
+    pooling: str = DEFAULT_POOLING
 
 
-def _seeded_torchvision(arch: str) -> nn.Module:
+def _seeded(arch: str) -> nn.Module:
+    """The untrained network, the same for everyone: weights from a fixed seed."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(UNTRAINED_SEED)
+        if ARCHITECTURES[arch].bundled:
+            from . import efficientnet_lite
+
+            return efficientnet_lite.efficientnet_lite(arch, pretrained=False)
         return _build_torchvision(arch, None)
 
 
-def resolve(arch: str, spec: WeightsSpec) -> Resolved:
+def native_preprocess(arch: str) -> Preprocess:
+    """The preprocessing the architecture's ImageNet weights were trained with."""
+    if ARCHITECTURES[arch].bundled:
+        from . import efficientnet_lite
+
+        p = efficientnet_lite.preprocessing(arch)
+        return Preprocess(p.resize, p.crop, p.mean, p.std)
+    return Preprocess.from_weights(_imagenet_weights(arch))
+
+
+def _bundled(arch: str, pooling: str) -> Resolved:
+    from . import efficientnet_lite
+
+    path = efficientnet_lite.bundled_weights_path(arch)
+    tag = Path(path).stem.rsplit("-", 1)[-1] if path else "missing"
+
+    def build() -> nn.Module:
+        try:
+            model = efficientnet_lite.efficientnet_lite(arch, pretrained=True)
+        except efficientnet_lite.WeightsNotInstalled as exc:
+            raise WeightsUnavailable(str(exc), arch=arch) from exc
+        return set_pooling(_headless(model), pooling).eval()
+
+    return Resolved(f"imagenet:bundled-{tag}", "ImageNet (installed with simviewer)", native_preprocess(arch),
+                    build, pooling)
+
+
+def resolve(arch: str, spec: WeightsSpec, pooling: str = DEFAULT_POOLING) -> Resolved:
     """Work out what *arch* + *spec* means without building the network where possible.
 
     ImageNet and untrained networks are only built (and ImageNet weights only fetched) when the
@@ -193,10 +335,15 @@ def resolve(arch: str, spec: WeightsSpec) -> Resolved:
     """
     if arch not in ARCHITECTURES:
         raise EmbedderError(f"unknown model {arch!r}; choose one of: {', '.join(ARCHITECTURES)}")
-    default_weights = _imagenet_weights(arch)
-    preprocess = Preprocess.from_weights(default_weights)
+    if pooling not in POOLINGS:
+        raise EmbedderError(f"pooling must be one of {', '.join(POOLINGS)}, not {pooling!r}")
+    preprocess = native_preprocess(arch)
 
+    if spec.kind == "imagenet" and ARCHITECTURES[arch].bundled:
+        return _bundled(arch, pooling)
     if spec.kind == "imagenet":
+        default_weights = _imagenet_weights(arch)
+
         def build() -> nn.Module:
             try:
                 model = _build_torchvision(arch, default_weights)
@@ -205,22 +352,23 @@ def resolve(arch: str, spec: WeightsSpec) -> Resolved:
                     f"ImageNet weights for {arch} are not in the cache "
                     f"({_weights_cache_file(default_weights)}) and could not be downloaded "
                     f"({type(exc).__name__}: {exc}). Alternatives: copy that file there from a machine "
-                    "that has it, or pass it with --weights PATH; fine-tune on your own photos with "
-                    "`simviewer train`; or use --weights none for an untrained network (works for "
-                    "near-duplicates, weaker for look-alikes).",
+                    "that has it, or pass it with --weights PATH; use the pretrained model installed with "
+                    "simviewer (--model efficientnet_lite0); fine-tune on your own photos with "
+                    "`simviewer train`; or use --weights none for an untrained network.",
                     arch=arch,
                     cache_file=str(_weights_cache_file(default_weights)),
                 ) from exc
-            return _headless(model).eval()
+            return set_pooling(_headless(model), pooling).eval()
 
-        return Resolved(f"imagenet:{default_weights.name}", f"ImageNet ({default_weights.name})", preprocess, build)
+        return Resolved(f"imagenet:{default_weights.name}", f"ImageNet ({default_weights.name})", preprocess, build,
+                        pooling)
     if spec.kind == "none":
         return Resolved(f"untrained:seed{UNTRAINED_SEED}", "untrained (random init)", preprocess,
-                        lambda: _headless(_seeded_torchvision(arch)).eval())
+                        lambda: set_pooling(_headless(_seeded(arch)), pooling).eval(), pooling)
 
     assert spec.path is not None
     state = _load_state_dict_file(spec.path)
-    model = _seeded_torchvision(arch)
+    model = _seeded(arch)
     if state.get("format") == CHECKPOINT_FORMAT:
         if state.get("arch") != arch:
             raise EmbedderError(
@@ -233,6 +381,7 @@ def resolve(arch: str, spec: WeightsSpec) -> Resolved:
         if "preprocess" in state:
             p = state["preprocess"]
             preprocess = Preprocess(int(p["resize"]), int(p["crop"]), tuple(p["mean"]), tuple(p["std"]))
+        pooling = state.get("pooling", pooling) if state.get("pooling") in POOLINGS else pooling
         label = f"fine-tuned ({Path(spec.path).name})"
     else:
         sd = state["state_dict"] if isinstance(state.get("state_dict"), dict) else state
@@ -242,8 +391,8 @@ def resolve(arch: str, spec: WeightsSpec) -> Resolved:
             model.transform_input = True
         _load_into(model, sd, spec.path, ignore_prefix=("fc.", "aux1.", "aux2.", "AuxLogits."))
         label = f"weights file ({Path(spec.path).name})"
-    model = _headless(model).eval()
-    return Resolved(f"file:{file_digest(spec.path, 8)}", label, preprocess, lambda: model)
+    model = set_pooling(_headless(model), pooling).eval()
+    return Resolved(f"file:{file_digest(spec.path, 8)}", label, preprocess, lambda: model, pooling)
 
 
 def _load_into(model: nn.Module, sd: dict, path: str, ignore_prefix: tuple[str, ...] | None) -> None:
@@ -272,11 +421,13 @@ class Embedder:
         precision: str = "auto",
         threads: int | None = None,
         device: str | None = None,
+        pooling: str = DEFAULT_POOLING,
     ) -> None:
         spec = weights if isinstance(weights, WeightsSpec) else WeightsSpec.parse(weights)
         self.arch = arch
         self.weights = spec
-        resolved = resolve(arch, spec)
+        resolved = resolve(arch, spec, pooling)
+        self.pooling = resolved.pooling
         self.weights_id, self.weights_label = resolved.weights_id, resolved.label
         self.preprocess = resolved.preprocess
         self._build = resolved.build
@@ -295,6 +446,14 @@ class Embedder:
             self._bf16_checked = True
         self.use_bf16 = use_bf16
         self.bf16_min_cosine: float | None = None
+
+    @classmethod
+    def from_manifest(cls, model: dict, **kwargs) -> Embedder:
+        """The embedder an index was built with, from its manifest's "model" entry.
+
+        An index written before pooling was recorded was average-pooled.
+        """
+        return cls(model["arch"], model["weights"], pooling=model.get("pooling", "avg"), **kwargs)
 
     @property
     def model(self) -> nn.Module:
@@ -317,14 +476,14 @@ class Embedder:
     @property
     def builds_offline(self) -> bool:
         """True when building the network needs no download (untrained, a file, or cached weights)."""
-        if self.weights.kind != "imagenet":
+        if self.weights.kind != "imagenet" or ARCHITECTURES[self.arch].bundled:
             return True
         return _weights_cache_file(_imagenet_weights(self.arch)).is_file()
 
     @property
     def fingerprint(self) -> str:
         """Identity of every vector this embedder produces."""
-        return f"{self.arch}|{self.weights_id}|p{PIPELINE_VERSION}"
+        return f"{self.arch}|{self.weights_id}|{self.pooling}|p{PIPELINE_VERSION}"
 
     @property
     def label(self) -> str:
@@ -410,5 +569,6 @@ class Embedder:
             "label": self.label,
             "untrained": self.untrained,
             "dim": self.dim,
+            "pooling": self.pooling,
         }
 

@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from .embedder import Embedder, Preprocess
+from .embedder import Embedder, GeM, Preprocess
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 DEFAULT_LAYERS = {
     "resnet18": "layer4", "resnet34": "layer4", "resnet50": "layer4", "resnet101": "layer4",
     "resnet152": "layer4", "googlenet": "inception5b", "inception_v3": "Mixed_7c",
+    "efficientnet_lite0": "head", "efficientnet_lite1": "head", "efficientnet_lite2": "head",
 }
 
 
@@ -267,7 +268,7 @@ Stage = tuple[str, list[nn.Module]]
 def stages(model: nn.Module) -> list[Stage]:
     """The top-level blocks that transform the image, in order, each with the batch norms and
     activations that follow it folded in (they change no geometry); classifier parts left out."""
-    skip = (nn.AdaptiveAvgPool2d, nn.Dropout, nn.Identity, nn.Linear, nn.Flatten)
+    skip = (nn.AdaptiveAvgPool2d, GeM, nn.Dropout, nn.Identity, nn.Linear, nn.Flatten)
     out: list[Stage] = []
     for name, m in model.named_children():
         if m is None or isinstance(m, skip) or name.startswith("aux") or name == "AuxLogits":
@@ -293,8 +294,9 @@ def _support_rows(grad: torch.Tensor) -> np.ndarray:
 def receptive_fields(embedder: Embedder, tall: int = 2048, narrow: int = 96) -> list[StageInfo]:
     """Per-stage stride, output size and theoretical receptive field, measured on the model itself.
 
-    A copy of the network gets positive weights, identity batch norms and average pools in place
-    of max pools (same geometry, but every input in the window matters); then the input rows on
+    A copy of the network gets positive weights, identity batch norms, average pools in place of
+    max pools and plain ReLUs in place of clipped ones (same geometry, but every input in the
+    window matters); then the input rows on
     which an output cell's gradient is non-zero are exactly its theoretical receptive field. A tall
     narrow input keeps the field from being clipped while staying cheap; the kernels are square,
     so the vertical extent is the side of the field.
@@ -305,6 +307,8 @@ def receptive_fields(embedder: Embedder, tall: int = 2048, narrow: int = 96) -> 
             if isinstance(child, nn.MaxPool2d):
                 setattr(m, name, nn.AvgPool2d(child.kernel_size, child.stride, child.padding,
                                               ceil_mode=child.ceil_mode))
+            elif isinstance(child, nn.Hardtanh):  # ReLU6: residual sums pass 6 and would stop the gradient
+                setattr(m, name, nn.ReLU())
     with torch.no_grad():
         for m in net.modules():
             if isinstance(m, nn.Conv2d):

@@ -107,7 +107,7 @@ class ExplainService(QObject):
         assert model is not None
 
         def run(stop):
-            embedder = Embedder(model["arch"], model["weights"], precision="fp32")
+            embedder = Embedder.from_manifest(model, precision="fp32")
             explainer = gradcam.Explainer(embedder)
             stages = {s.name: s for s in gradcam.receptive_fields(embedder)}
             pre = embedder.preprocess

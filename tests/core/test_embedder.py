@@ -39,7 +39,7 @@ def test_untrained_is_seeded_and_labelled(r18, photos):
     again = Embedder("resnet18", "none")
     np.testing.assert_allclose(r18.embed_images(photos[:2]), again.embed_images(photos[:2]), atol=1e-6)
     assert "untrained" in r18.label and r18.untrained
-    assert r18.fingerprint == again.fingerprint == "resnet18|untrained:seed0|p1"
+    assert r18.fingerprint == again.fingerprint == "resnet18|untrained:seed0|gem|p2"
 
 
 def test_bf16_stays_within_cosine_0999_of_fp32(photos):
@@ -106,7 +106,7 @@ def test_torchvision_state_dict_file_loads(tmp_path, r18, photos):
     net = models.resnet18(weights=None)
     path = tmp_path / "r18.pth"
     torch.save(net.state_dict(), path)
-    e = Embedder("resnet18", str(path), precision="fp32")
+    e = Embedder("resnet18", str(path), precision="fp32", pooling="avg")  # as torchvision pools
     assert e.fingerprint.startswith("resnet18|file:") and "r18.pth" in e.label
     net.fc = torch.nn.Identity()
     net.eval()
@@ -145,13 +145,15 @@ def test_offline_imagenet_gives_one_clear_error(tmp_path, monkeypatch):
     def no_network(*a, **k):
         raise OSError("Name or service not known")
 
-    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_network)
+    # torchvision holds its own reference to load_state_dict_from_url: cut the download itself.
+    monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
     e = Embedder("resnet18", "imagenet")  # cheap: nothing is fetched until needed
     assert e.fingerprint.startswith("resnet18|imagenet:")
     with pytest.raises(WeightsUnavailable) as info:
         e.load()
     msg = str(info.value)
-    for alternative in ("--weights PATH", "simviewer train", "--weights none", str(tmp_path / "hub")):
+    for alternative in ("--weights PATH", "efficientnet_lite0", "simviewer train", "--weights none",
+                        str(tmp_path / "hub")):
         assert alternative in msg
 
 
@@ -159,7 +161,7 @@ def test_googlenet_state_dict_with_aux_heads_loads(tmp_path):
     net = models.googlenet(weights=None, aux_logits=True, init_weights=True)
     path = tmp_path / "googlenet.pth"
     torch.save(net.state_dict(), path)  # includes aux1/aux2/fc, which embedding does not use
-    e = Embedder("googlenet", str(path), precision="fp32")
+    e = Embedder("googlenet", str(path), precision="fp32", pooling="avg")  # as torchvision pools
     v = e.embed_images([make_photo(3)])
     assert v.shape == (1, 1024)
     net.eval()
@@ -167,3 +169,25 @@ def test_googlenet_state_dict_with_aux_heads_loads(tmp_path):
     with torch.inference_mode():
         ref = torch.nn.functional.normalize(net(e.preprocess(make_photo(3))[None]), dim=1)
     np.testing.assert_allclose(v, ref.numpy(), atol=1e-4)
+
+
+def test_gem_pools_stronger_activations_more_and_does_not_depend_on_scale():
+    from simviewer.core.embedder import GeM
+
+    x = torch.zeros(1, 2, 4, 4)
+    x[0, 0, 0, 0] = 16.0  # one strong spot
+    x[0, 1] = 1.0  # a bland area with the same mean
+    pooled = GeM()(x).flatten()
+    assert pooled[0] > 2 * pooled[1]  # an average pool would score them equal
+    assert torch.allclose(pooled[1], torch.tensor(1.0))
+    tiny = GeM()(x * 1e-9).flatten()  # an untrained deep network's last maps can be this small
+    assert torch.allclose(tiny / 1e-9, pooled, rtol=1e-4)
+
+
+def test_pooling_is_part_of_the_fingerprint_and_of_the_manifest():
+    gem, avg = Embedder("resnet18", "none"), Embedder("resnet18", "none", pooling="avg")
+    assert gem.fingerprint != avg.fingerprint and gem.pooling == "gem"
+    again = Embedder.from_manifest(avg.describe())
+    assert again.fingerprint == avg.fingerprint
+    old = {k: v for k, v in gem.describe().items() if k != "pooling"}  # an index from before pooling was stored
+    assert Embedder.from_manifest(old).pooling == "avg"

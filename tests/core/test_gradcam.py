@@ -28,7 +28,10 @@ from ..gradcam_scenes import deletion_drops, patch_masses
 
 @pytest.fixture(scope="module")
 def r18():
-    return Embedder("resnet18", "none", precision="fp32")
+    # Average-pooled, as pytorch-grad-cam's reference sees a torchvision ResNet. An untrained network's
+    # strongest activations (which GeM pooling weighs) are unrelated to the picture, so the mechanics
+    # are checked here and the default GeM pooling on the pretrained model below.
+    return Embedder("resnet18", "none", precision="fp32", pooling="avg")
 
 
 def test_matches_pytorch_grad_cam(r18):
@@ -61,6 +64,15 @@ def test_most_of_the_map_falls_on_a_shared_patch(r18):
     for layer, at_least in (("layer2", 0.6), ("layer4", 3 * area)):
         masses = patch_masses(Explainer(r18, layer))
         assert np.mean(masses) >= at_least, (layer, masses)
+
+
+def test_the_bundled_pretrained_model_is_explained_on_the_shared_patch():
+    lite = Embedder("efficientnet_lite0", "imagenet", precision="fp32")  # GeM pooling, the default
+    assert lite.pooling == "gem"
+    masses = patch_masses(Explainer(lite), n=4)
+    assert np.mean(masses) >= 3 * 64 * 64 / 224**2, masses
+    stages = {s.name: s for s in receptive_fields(lite)}
+    assert stages["head"].out_size == (7, 7) and stages["head"].stride == 32 and stages["head"].channels == 1280
 
 
 def test_masking_the_hottest_regions_lowers_similarity_more_than_random(r18):
