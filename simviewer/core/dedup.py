@@ -36,12 +36,6 @@ from .system import usable_cores
 
 log = logging.getLogger(__name__)
 
-DEFAULT_THRESHOLD = 0.95
-# An untrained network's vectors share a large common direction, so every pair of photos scores
-# above 0.99 and the useful thresholds sit just below 1. Best-F1 thresholds measured with
-# `simviewer eval` on the near-duplicate set of benchmarks/make_neardup_set.py (README, Duplicates).
-UNTRAINED_THRESHOLDS = {"resnet18": 0.9972, "resnet50": 0.99947}
-UNTRAINED_FALLBACK = 0.999
 # How a pair matched: as is, or through a mirrored/rotated copy (see core.images.VARIANTS).
 VIA = ("", "mirror", "rot90", "rot180")
 DEFAULT_RULES = ("resolution", "size", "oldest", "shortest-path")
@@ -55,11 +49,16 @@ RULE_HELP = {
 }
 
 
-def default_threshold(model: dict) -> float:
-    """The starting threshold for an index's model (its manifest's "model" entry)."""
-    if model.get("untrained"):
-        return UNTRAINED_THRESHOLDS.get(model.get("arch", ""), UNTRAINED_FALLBACK)
-    return DEFAULT_THRESHOLD
+def starting_threshold(calibration, explicit: float | None = None) -> float:
+    """The threshold a search starts from: the user's, else the library's calibrated one
+    (core.calibration). There is no constant to fall back on: a library without a calibration for
+    its model gets one when it is next brought up to date."""
+    if explicit is not None:
+        return explicit
+    if calibration is None:
+        raise DedupError("this library has no calibrated duplicate threshold for its model yet; index it again, "
+                         "or give a threshold")
+    return calibration.threshold
 
 
 def threshold_floor(threshold: float) -> float:
@@ -298,7 +297,7 @@ def in_folders(path: Path, folders: Iterable[Path]) -> bool:
 # -- grouping -----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class GroupingOptions:
-    threshold: float = DEFAULT_THRESHOLD
+    threshold: float
     min_score: float | None = None  # digiKam-style range: keep pairs with min <= cosine <= max
     max_score: float | None = None  # e.g. 0.999 to leave exact copies out
     rules: tuple[str, ...] = DEFAULT_RULES

@@ -81,6 +81,12 @@ VARIANTS = {
     "rot90": lambda im: im.transpose(Image.Transpose.ROTATE_90),
     "rot180": lambda im: im.transpose(Image.Transpose.ROTATE_180),
 }
+# The same on (H, W, 3) pixel arrays, as the decoders hand them to the network (same directions).
+ARRAY_VARIANTS = {
+    "mirror": lambda a: np.ascontiguousarray(a[:, ::-1]),
+    "rot90": lambda a: np.ascontiguousarray(np.rot90(a, 1)),
+    "rot180": lambda a: np.ascontiguousarray(a[::-1, ::-1]),
+}
 
 
 def walk_images(root: str | os.PathLike, errors: WalkErrors | None = None) -> Iterator[os.DirEntry]:

@@ -22,10 +22,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import calibration as calib
+from .calibration import Calibration, CalibrationError, CalibrationProgress
 from .catalog import Catalog, FileRecord
 from .decoding import DECODER_NICE, DecoderPool, Prepared, ThreadDecoders, default_decoders, prepare_file
 from .embedder import Embedder
-from .images import VARIANTS, ImageError, WalkErrors, load_image, walk_images
+from .images import ARRAY_VARIANTS, VARIANTS, ImageError, WalkErrors, load_image, walk_images
 from .index import AnnIndex, read_manifest
 from .paths import data_root
 
@@ -90,6 +92,7 @@ class IndexSummary:
     cancelled: bool
     model_label: str
     folder_errors: list[tuple[str, str]] = field(default_factory=list)
+    calibration: Calibration | None = None  # the library's duplicate threshold for this model
 
     @property
     def images_per_second(self) -> float:
@@ -109,10 +112,13 @@ class IndexSummary:
             "cancelled": self.cancelled,
             "model": self.model_label,
             "unreadable_folders": [{"path": p, "reason": r} for p, r in self.folder_errors],
+            "calibration": None if self.calibration is None else {
+                "threshold": round(self.calibration.threshold, 6), "reliable": self.calibration.reliable,
+                "photos": self.calibration.photos, "separation": round(self.calibration.separation, 4)},
         }
 
 
-Event = ScanDone | IndexProgress | FileSkipped | IndexBuilding | IndexSummary
+Event = ScanDone | IndexProgress | FileSkipped | IndexBuilding | CalibrationProgress | IndexSummary
 
 
 @dataclass(frozen=True)
@@ -222,6 +228,8 @@ class Library:
         should_stop: Callable[[], bool] | None = None,
         decoders: str = "threads",
         decoder_nice: int = DECODER_NICE,
+        calibrate: bool = True,
+        variants: tuple[str, ...] = tuple(VARIANTS),
     ) -> Iterator[Event]:
         """Bring catalog and index up to date with the folder; yields events, ends with IndexSummary.
 
@@ -235,17 +243,26 @@ class Library:
         leaves the GIL to the caller's other threads (the window indexes this way). Every
         worker has ended when this generator finishes, is stopped, raises or is closed. Batches of
         16 keep a ResNet-50's activations in cache: faster in the network than 32, and the first
-        results come sooner.
+        results come sooner. With *calibrate*, a library whose model has no duplicate threshold yet
+        (or that changed size a lot) gets one measured on its own photos (core.calibration),
+        yielding CalibrationProgress as it goes. Each new photo's *variants* (mirrored and rotated
+        copies, core.images.VARIANTS) are embedded with it, from the same decoded pixels, for the
+        flip- and rotation-invariant duplicate search: that costs embedding time here, once, instead
+        of a decode and an embedding of every photo again at the first "Find duplicates".
         """
+        unknown = [k for k in variants if k not in VARIANTS]
+        if unknown:
+            raise LibraryError(f"unknown variant {unknown[0]!r}; variants: {', '.join(VARIANTS)}")
         if decoders not in ("processes", "threads"):
             raise LibraryError(f"decoders must be 'processes' or 'threads', not {decoders!r}")
         should_stop = should_stop or (lambda: False)
         with self._lock(), self.open_catalog() as cat:
             yield from self._update(cat, embedder, batch_size, max(1, workers or default_decoders()), should_stop,
-                                    decoders, decoder_nice)
+                                    decoders, decoder_nice, calibrate, tuple(variants))
 
     def _update(self, cat: Catalog, embedder: Embedder, batch_size: int, workers: int, should_stop,
-                decoders: str, decoder_nice: int) -> Iterator[Event]:
+                decoders: str, decoder_nice: int, calibrate: bool = True,
+                variants: tuple[str, ...] = ()) -> Iterator[Event]:
         t0 = time.perf_counter()
         model = embedder.fingerprint
         walk_errors = WalkErrors()
@@ -333,13 +350,23 @@ class Library:
                     if p.pixels is not None and p.record.hash not in known_hashes:
                         unique.setdefault(p.record.hash, p.pixels)
                 vectors: list[tuple[str, np.ndarray]] = []
+                extra: dict[str, list[tuple[str, np.ndarray]]] = {}
                 if unique:
                     t = time.perf_counter()
-                    vecs = embedder.embed_tensors(embedder.preprocess.normalise(np.stack(list(unique.values()))))
+                    pixels = list(unique.values())
+                    # The mirrored/rotated copies come from the same decoded pixels, in the same batch:
+                    # the centre crop commutes with flips and quarter turns.
+                    stacked = np.stack(pixels + [ARRAY_VARIANTS[k](a) for k in variants for a in pixels])
+                    vecs = embedder.embed_tensors(embedder.preprocess.normalise(stacked))
                     embed_seconds += time.perf_counter() - t
-                    vectors = list(zip(unique.keys(), vecs))
+                    n = len(pixels)
+                    vectors = list(zip(unique.keys(), vecs[:n]))
+                    for v, kind in enumerate(variants, 1):
+                        extra[variant_model(model, kind)] = list(zip(unique.keys(), vecs[v * n : (v + 1) * n]))
                     known_hashes.update(unique.keys())
                 cat.write_batch([p.record for p in batch], model, vectors)
+                for variant_key, pairs in extra.items():
+                    cat.put_vectors(variant_key, pairs)
                 for p in batch:
                     if p.record.status == "skipped":
                         skipped_now.append((p.record.path, p.record.reason or "unreadable"))
@@ -355,9 +382,12 @@ class Library:
         skipped = sorted(skipped_before + skipped_now)
         rebuilt = False
         indexed = 0
+        calibration = None
         if not cancelled:
             cat.drop_orphan_vectors(keep=self.undoable_hashes())
             rebuilt, indexed = yield from self._rebuild_index(cat, embedder)
+            if calibrate:
+                calibration = yield from self._calibrate(cat, embedder, indexed, should_stop)
         else:
             with contextlib.suppress(Exception):
                 indexed = (self.manifest() or {}).get("count", 0)
@@ -374,7 +404,37 @@ class Library:
             cancelled=cancelled,
             model_label=embedder.label,
             folder_errors=walk_errors.folders,
+            calibration=calibration,
         )
+
+    def calibration(self, fingerprint: str) -> Calibration | None:
+        """The library's duplicate threshold for the model *fingerprint*, if it was measured."""
+        return calib.load(self.index_dir, fingerprint)
+
+    def _calibrate(self, cat: Catalog, embedder: Embedder, indexed: int,
+                   should_stop: Callable[[], bool]) -> Iterator[Event]:
+        """Measure the duplicate threshold on the library's own photos when this model has none
+        yet or the library changed size a lot since (core.calibration); returns the one in force."""
+        current = calib.load(self.index_dir, embedder.fingerprint)
+        if indexed == 0 or not calib.needs_calibration(current, embedder.fingerprint, indexed):
+            return current
+        hashes = dict(cat.indexed_keys(embedder.fingerprint))
+        paths = {key: self.folder / key for key in hashes}
+        index = self.load_index(embedder.fingerprint)
+        try:
+            result = None
+            for ev in calib.calibrate(index, paths, hashes, embedder, should_stop=should_stop):
+                if isinstance(ev, Calibration):
+                    result = ev
+                else:
+                    yield ev
+        except CalibrationError as exc:
+            log.warning("no calibration for %s: %s", self.folder, exc)
+            return current
+        finally:
+            index.close()
+        calib.save(self.index_dir, result)
+        return result
 
     def _rebuild_index(self, cat: Catalog, embedder: Embedder) -> Iterator[Event]:
         """Rebuild the Annoy index unless it already holds exactly the catalog's items."""

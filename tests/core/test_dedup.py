@@ -247,10 +247,14 @@ def test_invariant_matching_finds_mirrored_and_rotated_copies(tmp_path):
     np.testing.assert_array_equal(again[-1].vectors["mirror"][items[0].hash], variants["mirror"][items[0].hash])
 
 
-def test_default_threshold_follows_the_model():
-    assert dedup.default_threshold({"arch": "resnet50", "untrained": False}) == dedup.DEFAULT_THRESHOLD
-    assert dedup.default_threshold({"arch": "resnet18", "untrained": True}) == 0.9972
-    assert dedup.default_threshold({"arch": "resnet50", "untrained": True}) == 0.99947
+def test_the_starting_threshold_is_the_calibrated_one_or_the_users():
+    class Cal:
+        threshold = 0.9321
+
+    assert dedup.starting_threshold(Cal()) == 0.9321
+    assert dedup.starting_threshold(Cal(), explicit=0.5) == 0.5
+    with pytest.raises(dedup.DedupError, match="calibrated"):
+        dedup.starting_threshold(None)
     assert dedup.threshold_floor(0.95) == pytest.approx(0.80)
     assert dedup.threshold_floor(0.997) == pytest.approx(0.988)
 

@@ -170,3 +170,12 @@ def test_exif_capture_time_is_read():
     dec = decode_bytes(jpeg_bytes(make_photo(9), exif=exif.tobytes()))
     assert dec.taken_at == 1625423400.0  # read as UTC: only the order of photos matters
     assert decode_bytes(jpeg_bytes(make_photo(9))).taken_at is None
+
+
+def test_array_variants_turn_pixels_as_the_image_variants_turn_photos():
+    from simviewer.core.images import ARRAY_VARIANTS, VARIANTS
+
+    a = np.random.default_rng(0).integers(0, 255, (5, 7, 3), dtype=np.uint8)  # not square: a turn shows
+    assert set(ARRAY_VARIANTS) == set(VARIANTS)
+    for kind, turn in VARIANTS.items():
+        assert np.array_equal(np.asarray(turn(Image.fromarray(a))), ARRAY_VARIANTS[kind](a)), kind

@@ -44,6 +44,10 @@ def embedder():
 
 
 def run(library, embedder, **kw) -> tuple[IndexSummary, list]:
+    """Drive an update; without calibration or variant copies unless asked, so that counts of
+    embedded images describe the incremental logic alone (both have tests of their own)."""
+    kw.setdefault("calibrate", False)
+    kw.setdefault("variants", ())
     events = list(library.update(embedder, **kw))
     assert isinstance(events[-1], IndexSummary)
     return events[-1], events
@@ -264,3 +268,25 @@ def test_no_decoder_process_outlives_the_update(photo_folder, embedder, how):
     assert len(seen) == 2  # two decoder processes
     assert not (_decoder_children() & seen)
     assert all(not Path(f"/proc/{pid}").exists() for pid in seen)  # ended and reaped
+
+
+def test_mirrored_and_rotated_copies_are_embedded_while_indexing(photo_folder):
+    from simviewer.core.images import VARIANTS, load_image
+    from simviewer.core.library import variant_model
+
+    emb = CountingEmbedder("resnet18", "none")
+    lib = Library(photo_folder)
+    s, _ = run(lib, emb, variants=tuple(VARIANTS))
+    assert s.embedded == 12 and emb.images_embedded == 12 * (1 + len(VARIANTS))
+    with lib.open_catalog() as cat:
+        files = cat.files()
+        stored = {k: cat.vectors_for(variant_model(emb.fingerprint, k)) for k in VARIANTS}
+    assert all(len(v) == 12 for v in stored.values())
+    # The same vectors as turning the decoded photo itself: a later duplicate search embeds nothing.
+    later = CountingEmbedder("resnet18", "none")
+    pairs = [(r.hash, photo_folder / key) for key, r in files.items()]
+    *_, result = lib.variant_vectors(later, pairs)
+    assert later.images_embedded == 0
+    h, path = pairs[0]
+    fresh = Embedder("resnet18", "none").embed_images([VARIANTS["rot90"](load_image(path, 256).image)])[0]
+    assert float(fresh @ result.vectors["rot90"][h]) > 0.98
