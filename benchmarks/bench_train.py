@@ -100,6 +100,14 @@ def fmt(m: dict) -> str:
     return f"R@1 {m['recall@1']:.3f}  R@5 {m['recall@5']:.3f}  mAP {m['mAP']:.3f}"
 
 
+def trained(done, start: str) -> tuple[str, str]:
+    """(weights, what they are) of a run's result: its best checkpoint, or the starting weights when
+    no epoch beat them (then nothing was saved)."""
+    if done.best_path is None:
+        return start, "no epoch beat the start"
+    return str(done.best_path), f"epoch {done.best_epoch}"
+
+
 def embedder_retrieval(arch: str, weights: str, paths: list[str], groups: list[str]) -> dict:
     """Retrieval through the product's path: files decoded and preprocessed by the Embedder."""
     e = Embedder(arch, weights, precision="fp32")
@@ -139,11 +147,12 @@ def part_supervised(args, out: Path, rows: list) -> None:
     ready, done = run_training(cfg, "COIL")
     groups = [Path(p).parent.name for p in ready.val_paths]
     paths = [os.fspath(p) for p in ready.val_paths]
-    through = embedder_retrieval("resnet18", str(ckpt), paths, groups)
+    weights, which = trained(done, "none")
+    through = embedder_retrieval("resnet18", weights, paths, groups)
     default = embedder_retrieval("resnet18", "none", paths, groups)
     rows.append(("COIL, held-out views", "untrained, 224 px (the default)", fmt(default), "", ""))
     rows.append(("COIL, held-out views", f"untrained, {args.coil_size} px", fmt(done.before), "", ""))
-    rows.append(("COIL, held-out views", f"supervised, epoch {done.best_epoch}", fmt(done.best),
+    rows.append(("COIL, held-out views", f"supervised, {which}", fmt(done.best or done.before),
                  f"{np.mean(done.seconds_per_epoch):.1f}", f"{done.seconds:.0f}"))
     rows.append(("COIL, held-out views", "same checkpoint through the Embedder", fmt(through), "", ""))
 
@@ -166,8 +175,9 @@ def part_unseen(args, out: Path, rows: list) -> None:
                  "", ""))
     rows.append((name, f"untrained, {args.coil_size} px", fmt(embedder_retrieval("resnet18", str(before), paths,
                                                                                   groups)), "", ""))
-    rows.append((name, f"supervised on the first half, epoch {done.best_epoch}",
-                 fmt(embedder_retrieval("resnet18", str(ckpt), paths, groups)),
+    weights, which = trained(done, "none")
+    rows.append((name, f"supervised on the first half, {which}",
+                 fmt(embedder_retrieval("resnet18", weights, paths, groups)),
                  f"{np.mean(done.seconds_per_epoch):.1f}", f"{done.seconds:.0f}"))
 
 
@@ -185,14 +195,14 @@ def part_selfsup(args, out: Path, rows: list) -> None:
                          min_steps=args.min_steps)
     _, done = run_training(cfg, "UKBench library")
     before = untrained_checkpoint("resnet18", args.selfsup_size, out / "untrained-resnet18.pt")
+    weights, which = trained(done, str(before))
     labels = neardup / "labels.csv"
     with tempfile.TemporaryDirectory() as tmp:
         results = [
             ("untrained, 224 px (the default)", simviewer_eval(neardup, labels, "resnet18", "none", Path(tmp) / "a")),
             (f"untrained, {args.selfsup_size} px", simviewer_eval(neardup, labels, "resnet18", str(before),
                                                                   Path(tmp) / "b")),
-            (f"self-supervised, epoch {done.best_epoch}", simviewer_eval(neardup, labels, "resnet18", str(ckpt),
-                                                                        Path(tmp) / "c")),
+            (f"self-supervised, {which}", simviewer_eval(neardup, labels, "resnet18", weights, Path(tmp) / "c")),
         ]
     for name, methods in results:
         model = next(m for k, m in methods.items() if k != "pHash")
@@ -228,7 +238,8 @@ def part_speed(args, out: Path, rows: list) -> None:
         images = ready.steps_per_epoch * ready.batch_size
         name = f"{arch} {precision}{', last stage only' if freeze else ''}"
         rows.append((f"speed, {args.speed_size} px, batch 32", name,
-                     f"{images / per_epoch:.1f} images/s; after {done.epochs_run} epochs {fmt(done.best)}",
+                     f"{images / per_epoch:.1f} images/s; after {done.epochs_run} epochs "
+                     f"{fmt(done.best or done.before)}",
                      f"{per_epoch:.1f}", f"{done.seconds:.0f}"))
 
 

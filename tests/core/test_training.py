@@ -1,8 +1,10 @@
-"""Training core: loss goes down, Stop within a step, plateau schedule, checkpoints the embedder
-reproduces, resume. Tiny synthetic photos, ResNet-18 from an untrained start, 32 px, two threads."""
+"""Training core: loss goes down, only an epoch that beats the starting model is saved, Stop within a
+step, plateau schedule, checkpoints the embedder reproduces, resume, the starting model, freezing.
+Tiny synthetic photos, ResNet-18 from an untrained start, 32 px, two threads."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from pathlib import Path
 
@@ -12,8 +14,10 @@ import torch
 from PIL import ImageEnhance
 from torch import nn
 
+from simviewer.core import embedder
 from simviewer.core import training as tr
-from simviewer.core.embedder import CHECKPOINT_FORMAT, Embedder
+from simviewer.core.embedder import CHECKPOINT_FORMAT, Embedder, ModelChoice, WeightsUnavailable
+from simviewer.core.registry import DEFAULT_ARCH
 
 from ..conftest import make_photo, write_jpeg
 
@@ -21,12 +25,14 @@ FAST = dict(arch="resnet18", weights="none", image_size=32, batch_size=8, thread
             min_steps=1)
 
 
-def make_classes(root: Path, n_classes: int = 3, per_class: int = 6) -> Path:
-    """Each class: crops, turns and colour shifts of one base picture (like views of one object)."""
+def make_classes(root: Path, n_classes: int = 3, per_class: int = 6, bases: int = 2) -> Path:
+    """Each class: crops, turns and colour shifts of *bases* pictures taken in turn (like views of
+    an object from two sides). With two, a held-out view's class-mates are mostly of the other
+    picture: an untrained network ranks them poorly (mAP about 0.37), so training has room to gain."""
     for c in range(n_classes):
-        base = make_photo(500 + c, (80, 64))
+        pictures = [make_photo(500 + c + 10 * b, (80, 64)) for b in range(bases)]
         for i in range(per_class):
-            im = base.rotate(i * 9).crop((i, i // 2, 64 + i, 52 + i // 2))
+            im = pictures[i % bases].rotate(i * 9).crop((i, i // 2, 64 + i, 52 + i // 2))
             im = ImageEnhance.Brightness(im).enhance(0.85 + 0.05 * i)
             write_jpeg(root / f"class{c}" / f"view{i}.jpg", im)
     return root
@@ -151,6 +157,86 @@ def test_unreadable_images_are_skipped_with_a_reason(tmp_path, classes):
     assert done.reason == "finished"
 
 
+# -- the starting model is the one to beat --------------------------------------------------------
+@pytest.fixture
+def spoiled(monkeypatch):
+    """Training that can only make the model worse: each step climbs the loss instead of descending
+    it. Switch it off with ``spoiled["on"] = False``."""
+    state = {"on": True}
+    real_fit = tr.fit
+
+    def ascend(optimizer):
+        def step(closure=None):
+            with torch.no_grad():
+                for group in optimizer.param_groups:
+                    for p in group["params"]:
+                        if p.grad is not None:
+                            p.add_(p.grad.sign(), alpha=0.05)
+        return step
+
+    def spy(model, train_loader, val_loader, epochs, optimizer, *args, **kw):
+        if state["on"]:
+            optimizer.step = ascend(optimizer)
+        yield from real_fit(model, train_loader, val_loader, epochs, optimizer, *args, **kw)
+
+    monkeypatch.setattr(tr, "fit", spy)
+    return state
+
+
+def test_a_run_that_only_makes_the_model_worse_saves_nothing_as_best(tmp_path, spoiled):
+    lib = make_library(tmp_path / "lib", 10)  # self-supervised, as in the report that found this
+    out = tmp_path / "models" / "worse.pt"
+    events, done = run(tr.TrainConfig(str(lib), epochs=2, patience=0, out=str(out), **FAST))
+    before = of(events, tr.BeforeTraining)[0].metrics["mAP"]
+    ends = of(events, tr.EpochEnd)
+    assert 0.5 < before < 1.0 and len(ends) == 2
+    assert all(e.metrics["mAP"] < before for e in ends), (before, [e.metrics for e in ends])  # really worse
+    assert not any(e.improved for e in ends)
+    assert all(e.best_epoch is None and e.best_value == before for e in ends)  # the start is still the bar
+    assert not of(events, tr.CheckpointSaved) and not out.exists()
+    assert done.reason == "finished" and done.epochs_run == 2 and done.start_better
+    assert done.best is None and done.best_epoch is None and done.best_path is None
+    assert done.before["mAP"] == before
+    text = done.summary()
+    assert f"no epoch beat the starting model (mAP {before:.4f})" in text
+    assert "nothing was saved as best" in text and "the starting model is better on your photos" in text
+    summary = done.to_dict()
+    assert summary["start_better"] is True and summary["checkpoint"] is None and summary["best"] is None
+
+
+def test_a_run_that_improves_saves_only_the_epochs_that_beat_the_best_so_far(tmp_path, classes):
+    out = tmp_path / "better.pt"
+    events, done = run(tr.TrainConfig(str(classes), epochs=3, lr=1e-3, patience=0, out=str(out), **FAST))
+    before = of(events, tr.BeforeTraining)[0].metrics["mAP"]
+    ends, saved = of(events, tr.EpochEnd), of(events, tr.CheckpointSaved)
+    assert before < 0.5  # the two-picture classes leave the untrained network room to gain
+    assert saved and [s.epoch for s in saved] == [e.epoch for e in ends if e.improved]
+    bar = before
+    for e in ends:  # improved means strictly above the starting model and every better epoch before
+        assert e.improved == (e.metrics["mAP"] > bar)
+        bar = max(bar, e.metrics["mAP"])
+    assert not done.start_better and done.best_path == str(out) and done.best_epoch == saved[-1].epoch
+    assert done.best["mAP"] == saved[-1].value == bar > before
+    ckpt = tr.load_checkpoint(out)
+    assert ckpt["epoch"] == done.best_epoch and ckpt["metrics"]["best"]["mAP"] > ckpt["metrics"]["before"]["mAP"]
+    assert f"(before training {before:.4f})" in done.summary()
+
+
+def test_a_resumed_checkpoint_stays_the_best_when_no_epoch_beats_it(tmp_path, classes, spoiled):
+    first, second = tmp_path / "first.pt", tmp_path / "second.pt"
+    spoiled["on"] = False
+    assert run(tr.TrainConfig(str(classes), epochs=1, out=str(first), **FAST))[1].best_path == str(first)
+    digest = sha(first)
+    spoiled["on"] = True
+    events, done = run(tr.TrainConfig(str(classes), epochs=1, out=str(second), **{**FAST, "weights": str(first)}))
+    assert of(events, tr.DatasetReady)[0].resumed_epoch == 1
+    before = of(events, tr.BeforeTraining)[0].metrics["mAP"]
+    assert of(events, tr.EpochEnd)[0].metrics["mAP"] < before
+    assert done.start_better and done.best_epoch is None and done.best_path == str(first)
+    assert sha(first) == digest and not second.exists()
+    assert "no epoch beat the starting checkpoint" in done.summary() and "still the best" in done.summary()
+
+
 # -- stop, schedule, early stopping ----------------------------------------------------------------
 def test_stop_flag_ends_training_within_one_step_and_keeps_the_best_checkpoint(tmp_path, classes):
     out = tmp_path / "stop.pt"
@@ -209,14 +295,16 @@ def test_learning_rate_drops_when_the_metric_plateaus_then_early_stop():
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=0.5, patience=0)
     train, val = fake_loaders()
     events = list(tr.fit(model, train, val, 10, opt, sched, "recall@1", loss_fn=loss, patience=3))
+    assert of(events, tr.BeforeTraining)[0].metrics["recall@1"] == 1.0
     ends = of(events, tr.EpochEnd)
-    assert [e.metrics["recall@1"] for e in ends] == [1.0] * 4
-    assert [e.improved for e in ends] == [True, False, False, False]
-    assert [e.lr for e in ends] == pytest.approx([0.01, 0.005, 0.0025, 0.00125])
+    assert [e.metrics["recall@1"] for e in ends] == [1.0] * 3
+    assert [e.improved for e in ends] == [False] * 3  # equal to the starting model is no gain
+    assert [e.lr for e in ends] == pytest.approx([0.01, 0.005, 0.0025])
     step_lrs = [e.lr for e in of(events, tr.StepEvent)]
     assert step_lrs[:3] == [0.01] * 3 and step_lrs[3:6] == [0.01] * 3 and step_lrs[6:9] == [0.005] * 3
     done = events[-1]
-    assert done.reason == "early-stopped" and done.early_stopped and done.epochs_run == 4 and done.best_epoch == 1
+    assert done.reason == "early-stopped" and done.early_stopped and done.epochs_run == 3
+    assert done.best_epoch is None and done.start_better
 
 
 def test_fit_without_patience_runs_every_epoch_and_rejects_a_bad_metric():
@@ -297,13 +385,18 @@ def test_resume_continues_at_the_next_epoch_with_its_optimizer_state(tmp_path, c
 
 
 def test_checkpoint_from_another_mode_is_a_starting_point_not_resumed(tmp_path, classes):
-    ss = tmp_path / "ss.pt"
-    run(tr.TrainConfig(str(classes), mode="selfsup", epochs=1, out=str(ss), **FAST))
-    events, done = run(tr.TrainConfig(str(classes), epochs=1, out=str(tmp_path / "sup.pt"),
-                                      **{**FAST, "weights": str(ss)}))
+    sup, ss = tmp_path / "sup.pt", tmp_path / "ss.pt"
+    assert run(tr.TrainConfig(str(classes), epochs=1, out=str(sup), **FAST))[1].best_path == str(sup)
+    events, done = run(tr.TrainConfig(str(classes), mode="selfsup", epochs=1, out=str(ss),
+                                      **{**FAST, "weights": str(sup)}))
     assert of(events, tr.DatasetReady)[0].resumed_epoch is None
-    assert any("without resuming" in e.message and "selfsup" in e.message for e in of(events, tr.Info))
-    assert of(events, tr.StepEvent)[0].epoch == 1 and done.best_path == str(tmp_path / "sup.pt")
+    assert any("without resuming" in e.message and "supervised" in e.message for e in of(events, tr.Info))
+    assert of(events, tr.StepEvent)[0].epoch == 1
+    # Not resumed, so the starting checkpoint is not this run's result either way.
+    if done.best_epoch is not None:
+        assert done.best_path == str(ss) and ss.is_file()
+    else:
+        assert done.start_better and done.best_path is None and not ss.exists()
 
 
 def test_freeze_trains_only_the_last_stage(tmp_path, classes, captured):
@@ -314,6 +407,119 @@ def test_freeze_trains_only_the_last_stage(tmp_path, classes, captured):
     changed = {k.split(".")[0] for k, v in trained.items() if v.dtype.is_floating_point
                and not torch.equal(v, start[k])}
     assert changed == {"layer4"}
+
+
+class LiteLike(nn.Module):
+    """The top-level layout of the bundled EfficientNet-Lite networks, in miniature."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+        for k in range(1, 8):
+            setattr(self, f"stage{k}", nn.Sequential(nn.Conv2d(4, 4, 1), nn.BatchNorm2d(4)))
+        self.head = nn.Sequential(nn.Conv2d(4, 8, 1), nn.BatchNorm2d(8))
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.dropout = nn.Dropout(0.2)
+        self.fc = nn.Identity()
+
+
+@pytest.mark.parametrize("arch", ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"])
+def test_freeze_keeps_the_last_stage_and_head_of_efficientnet_lite_trainable(arch):
+    model = LiteLike()
+    frozen = tr.freeze_all_but_last_stage(model, arch)
+    trainable = {n.split(".")[0] for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {"stage7", "head"}
+    names = {id(m): n for n, m in model.named_children()}
+    assert [names[id(m)] for m in frozen] == ["stem"] + [f"stage{k}" for k in range(1, 7)]
+
+
+def test_freeze_refuses_a_network_without_its_last_stage():
+    with pytest.raises(tr.TrainingError, match="layer4"):
+        tr.freeze_all_but_last_stage(LiteLike(), "resnet50")
+
+
+def test_efficientnet_lite_trains(tmp_path, classes, captured):
+    pytest.importorskip("simviewer.core.efficientnet_lite")
+    config = tr.TrainConfig(str(classes), epochs=1, freeze=True, out=str(tmp_path / "lite.pt"),
+                            **{**FAST, "arch": "efficientnet_lite0", "image_size": 64})
+    events, done = run(config)
+    ready = of(events, tr.DatasetReady)[0]
+    assert ready.arch == "efficientnet_lite0" and ready.image_size == 64 and done.epochs_run == 1
+    assert np.isfinite(of(events, tr.StepEvent)[0].loss)
+    start = Embedder("efficientnet_lite0", "none").load().model.state_dict()
+    trained = captured["model"].state_dict()
+    changed = {k.split(".")[0] for k, v in trained.items() if v.dtype.is_floating_point
+               and not torch.equal(v, start[k])}
+    assert changed == {"stage7", "head"}
+
+
+# -- the starting model ---------------------------------------------------------------------------
+@pytest.fixture
+def default_model(monkeypatch):
+    """embedder.default_model without a look at the network: an untrained ResNet-18, with a reason."""
+    calls = []
+
+    def fake():
+        calls.append(1)
+        return ModelChoice("resnet18", "none", "the test's default")
+
+    monkeypatch.setattr(embedder, "default_model", fake, raising=False)
+    return calls
+
+
+def test_starting_model_uses_the_default_only_when_nothing_is_chosen(tmp_path, default_model):
+    chosen = tr.starting_model()
+    assert (chosen.arch, chosen.weights, chosen.reason) == ("resnet18", "none", "the test's default")
+    assert tr.starting_model(None, "imagenet") == chosen and len(default_model) == 2
+    assert tr.starting_model("resnet34") == ModelChoice("resnet34", "imagenet", "")
+    assert tr.starting_model(None, "none") == ModelChoice(DEFAULT_ARCH, "none", "")  # untrained: asked for
+    assert tr.starting_model("resnet18", "none") == ModelChoice("resnet18", "none", "")
+    ckpt = tmp_path / "c.pt"
+    torch.save({"format": CHECKPOINT_FORMAT, "arch": "resnet34", "model": {}}, ckpt)
+    assert tr.starting_model(None, str(ckpt)) == ModelChoice("resnet34", str(ckpt), "")  # its own arch
+    plain = tmp_path / "state.pt"
+    torch.save({"conv1.weight": torch.zeros(1)}, plain)
+    assert tr.starting_model(None, str(plain)).arch == DEFAULT_ARCH
+    assert len(default_model) == 2
+    assert tr.describe_start(chosen) == "ResNet-18 with untrained weights (the test's default)"
+    assert tr.describe_start(ModelChoice("resnet50", "imagenet", "")) == "ResNet-50 with ImageNet weights"
+
+
+def test_training_without_a_model_or_weights_starts_from_the_default(tmp_path, classes, default_model):
+    out = tmp_path / "default.pt"
+    events, done = run(tr.TrainConfig(str(classes), epochs=1, out=str(out), **{**FAST, "arch": None, "weights": None}))
+    assert len(default_model) == 1
+    assert any("the test's default" in e.message for e in of(events, tr.Info))
+    ready = of(events, tr.DatasetReady)[0]
+    assert (ready.arch, ready.base_weights) == ("resnet18", "none")
+    ckpt = tr.load_checkpoint(out)
+    assert ckpt["arch"] == "resnet18" and ckpt["config"]["arch"] == "resnet18" and ckpt["config"]["weights"] == "none"
+
+
+def test_the_default_falls_back_to_the_bundled_model_when_its_weights_do_not_download(tmp_path, classes,
+                                                                                      monkeypatch):
+    monkeypatch.setattr(embedder, "default_model", lambda: ModelChoice("resnet34", "imagenet", "downloadable"))
+    monkeypatch.setattr(embedder, "bundled_fallback",
+                        lambda why: ModelChoice("resnet18", "none", f"{why}; using the installed one"))
+    real_resolve = tr.resolve
+
+    def offline(arch, spec, *args, **kw):
+        resolved = real_resolve(arch, spec, *args, **kw)
+        if spec.kind != "imagenet":
+            return resolved
+
+        def fail():
+            raise WeightsUnavailable(f"ImageNet weights for {arch} could not be downloaded", arch=arch)
+        return dataclasses.replace(resolved, build=fail)
+
+    monkeypatch.setattr(tr, "resolve", offline)
+    events, _ = run(tr.TrainConfig(str(classes), epochs=1, out=str(tmp_path / "m.pt"),
+                                   **{**FAST, "arch": None, "weights": None}))
+    assert (of(events, tr.DatasetReady)[0].arch, of(events, tr.DatasetReady)[0].base_weights) == ("resnet18", "none")
+    assert any("ResNet-34 ImageNet weights could not be downloaded; using the installed one" in e.message
+               for e in of(events, tr.Info))
+    with pytest.raises(WeightsUnavailable):  # a model the user chose is not replaced behind their back
+        next(tr.train(tr.TrainConfig(str(classes), **{**FAST, "arch": "resnet34", "weights": "imagenet"})))
 
 
 def test_default_output_goes_to_models_and_never_overwrites(tmp_path, monkeypatch):

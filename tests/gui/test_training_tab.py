@@ -1,4 +1,5 @@
-"""The Training tab: start, watch points arrive on the plot, Stop within a step, find the checkpoint."""
+"""The Training tab: start, watch points arrive on the plot, Stop within a step, find the checkpoint;
+the recommended starting model; a run that does not beat its start offers nothing to use."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ pytest.importorskip("PySide6.QtCharts")
 import torch  # noqa: E402
 from PySide6.QtCore import Qt  # noqa: E402
 
+from simviewer.core import training  # noqa: E402
 from simviewer.core.embedder import CHECKPOINT_FORMAT  # noqa: E402
 
 from ..conftest import make_photo, write_jpeg  # noqa: E402
+from ..core.test_training import make_classes  # noqa: E402
 from .conftest import wait_indexed  # noqa: E402
 
 
@@ -32,6 +35,11 @@ def test_train_plot_stop_and_use_the_checkpoint(qtbot, window, photos, tmp_path)
     tab.library_button.click()
     qtbot.waitUntil(lambda: tab.detected is not None, timeout=10_000)
     assert tab.detected[0] == "selfsup" and "no labels" in tab.detected_label.text()
+    # Labelled photos of the same kind of scene: an untrained network has room to gain on them in one
+    # epoch, so a checkpoint is written (only an epoch that beats the starting model is).
+    tab.set_dataset(str(make_classes(tmp_path / "labelled")))
+    qtbot.waitUntil(lambda: tab.detected is not None, timeout=10_000)
+    assert tab.detected[0] == "supervised"
     tab.arch_box.setCurrentText("resnet18")
     tab.weights_box.setCurrentIndex(tab.weights_box.findData("none"))
     tab.size_spin.setValue(32)
@@ -70,3 +78,34 @@ def test_train_plot_stop_and_use_the_checkpoint(qtbot, window, photos, tmp_path)
     wait_indexed(qtbot, window)
     assert window.index.manifest["model"]["weights"] == str(out.resolve())
     assert window.index.count == 16
+
+
+def test_the_recommended_starting_model_is_the_default_and_says_why(qtbot, window, small_default, tmp_path):
+    tab = window.training
+    assert tab.weights_box.currentData() == "default"
+    window.tabs.setCurrentWidget(tab)  # shown: the recommended model is worked out on a worker
+    qtbot.waitUntil(lambda: small_default.reason in tab.model_label.text(), timeout=10_000)
+    assert "ResNet-18" in tab.model_label.text() and tab.arch_box.currentText() == "resnet18"
+    assert not tab.arch_box.isEnabled()  # the recommendation brings its own model
+    tab.dataset_edit.setText(str(tmp_path))
+    cfg = tab.config()
+    assert cfg.arch is None and cfg.weights is None  # core.training.starting_model decides, as in the CLI
+
+    tab.weights_box.setCurrentIndex(tab.weights_box.findData("none"))
+    assert tab.arch_box.isEnabled() and "untrained" in tab.model_label.text()
+    assert (tab.config().arch, tab.config().weights) == ("resnet18", "none")
+
+
+def test_a_run_that_did_not_beat_its_start_offers_no_model(qtbot, window):
+    tab = window.training
+    tab.use_button.setEnabled(True)
+    before = {"recall@1": 1.0, "recall@5": 1.0, "mAP": 0.809}
+    done = training.TrainingDone(reason="finished", metric="mAP", before=before, best=None, best_epoch=None,
+                                 best_path=None, epochs_run=1, last_epoch=1, seconds=3.0, seconds_per_epoch=(2.5,),
+                                 start_better=True)
+    tab._event(done)
+    assert not tab.use_button.isEnabled()
+    text = tab.progress_label.text()
+    assert "no epoch beat the starting model (mAP 0.8090)" in text and "starting model is better" in text
+    assert "no epoch beat the starting model" in tab.log.toPlainText()
+    assert [tab.results.item(2, c).text() for c in range(4)] == ["mAP", "0.809", "—", "—"]
