@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
     QMessageBox,
     QProgressBar,
     QPushButton,
+    QSizePolicy,
     QSlider,
     QSplitter,
     QStackedWidget,
@@ -37,9 +38,12 @@ from PySide6.QtWidgets import (
 )
 
 from ..core import dedup
+from ..core.calibration import Calibration, CalibrationProgress
 from ..core.embedder import Embedder
 from ..core.library import VariantProgress, VariantVectors
 from ..core.units import human_size
+from .calibration_plot import CalibrationPlot
+from .calibration_plot import caption as calibration_caption
 from .compare import CompareDialog, ImagePane, _Load, _Signals
 from .models import FileRow
 from .workers import GeneratorThread
@@ -57,6 +61,23 @@ KEEPER_PRESETS = {
 KEEP_COLOUR = QColor(39, 174, 96)
 MOVE_COLOUR = QColor(192, 57, 43)
 COLUMNS = ("Move", "Photo", "Similarity", "Resolution", "Size", "Date", "Folder")
+UNRELIABLE_TEXT = ("This model cannot tell duplicates apart reliably on your photos — use the pretrained model "
+                   "or fine-tune it")
+# The same for a model that is pretrained already: fine-tuning is what is left.
+UNRELIABLE_PRETRAINED_TEXT = "This model cannot tell duplicates apart reliably on your photos — fine-tune it on them"
+NO_CALIBRATION_TEXT = ("There is no duplicate threshold calibrated on these photos for this model yet (the library "
+                       "was indexed with an older simviewer, or its calibration was stopped). Bring the library up "
+                       "to date to measure it; the search starts from it.")
+WARNING_STYLE = "background: #fdecea; color: #922b21; border: 1px solid #e6b0aa; border-radius: 3px; padding: 4px;"
+
+
+def _calibration_id(cal: Calibration) -> str:
+    """Which measurement a remembered slider position belongs to: a new one resets the slider."""
+    return repr(cal.created)
+
+
+def _identity(cal: Calibration | None) -> tuple[str, float] | None:
+    return None if cal is None else (cal.fingerprint, cal.created)
 
 
 def _date(item: dedup.Item) -> str:
@@ -76,8 +97,14 @@ class DuplicatesTab(QWidget):
         self.overrides: dict[str, bool] = {}  # member key -> True: move it, False: keep it
         self.ignored: frozenset[tuple[str, str]] = frozenset()
         self.reference: list[Path] = []
-        self.threshold = dedup.DEFAULT_THRESHOLD
-        self.floor = dedup.threshold_floor(self.threshold)
+        # The library's calibration for its index's model (core.calibration): the threshold starts
+        # there, and without one there is no threshold at all (nothing to search with).
+        self.calibration: Calibration | None = None
+        self.threshold: float | None = None
+        self.floor = 0.0  # the slider's lowest value: neighbours are cached down to it
+        # False while the calibration is unreliable and the user has neither moved the threshold
+        # nor asked for the rules' choice: then nothing is pre-selected for removal.
+        self.use_rules = True
         self.finding = False
         self._refind = False
         self.acting = False
@@ -102,7 +129,7 @@ class DuplicatesTab(QWidget):
         self.find_button.clicked.connect(self.find)
         self.slider = QSlider(Qt.Orientation.Horizontal)
         self.slider.setRange(0, SLIDER_STEPS)
-        self.slider.setMinimumWidth(220)
+        self.slider.setMinimumWidth(160)
         self.slider.setToolTip("How alike two photos must be to count as duplicates (cosine similarity)")
         self.slider.valueChanged.connect(self._slider_moved)
         self.threshold_label = QLabel()
@@ -122,23 +149,32 @@ class DuplicatesTab(QWidget):
         self.reference_button = QPushButton("Protected folders…")
         self.reference_button.setToolTip("Photos in a protected folder are preferred as keepers and never moved")
         self.reference_button.clicked.connect(self.choose_reference)
-        top = QHBoxLayout()
-        top.addWidget(self.find_button)
-        top.addWidget(QLabel("Similarity ≥"))
-        top.addWidget(self.slider)
-        top.addWidget(self.threshold_label)
-        top.addWidget(self.invariant_box)
-        top.addWidget(self.exact_box)
-        top.addStretch(1)
-        top.addWidget(QLabel("Keep:"))
-        top.addWidget(self.keeper_box)
-        top.addWidget(self.reference_button)
+        # Two rows, so that the tab fits a window 1024 pixels wide.
+        top = QVBoxLayout()
+        search_row, options_row = QHBoxLayout(), QHBoxLayout()
+        search_row.addWidget(self.find_button)
+        search_row.addWidget(QLabel("Similarity ≥"))
+        search_row.addWidget(self.slider, 1)
+        search_row.addWidget(self.threshold_label)
+        options_row.addWidget(self.invariant_box)
+        options_row.addWidget(self.exact_box)
+        options_row.addStretch(1)
+        options_row.addWidget(QLabel("Keep:"))
+        options_row.addWidget(self.keeper_box)
+        options_row.addWidget(self.reference_button)
+        top.addLayout(search_row)
+        top.addLayout(options_row)
 
         self.summary = QLabel("Press “Find duplicates” to look for them in this library.")
         self.summary.setStyleSheet("font-weight: bold;")
+        self.summary.setWordWrap(True)
+        calibration = self._build_calibration()
 
         self.group_list = QListWidget()
         self.group_list.setIconSize(QSize(64, 64))
+        # Room for the keeper's name beside its thumbnail (a camera's IMG_20240101_123456.jpg).
+        name_width = self.group_list.fontMetrics().horizontalAdvance("IMG_20240101_123456.jpg")
+        self.group_list.setMinimumWidth(name_width + 110)
         self.group_list.setSpacing(1)
         self.group_list.currentRowChanged.connect(self._group_chosen)
         self.group_list.verticalScrollBar().valueChanged.connect(lambda _v: self._request_visible_icons())
@@ -192,7 +228,7 @@ class DuplicatesTab(QWidget):
         right = QSplitter(Qt.Orientation.Vertical)
         right.addWidget(compare)
         right.addWidget(members)
-        right.setSizes([430, 270])
+        right.setSizes([380, 320])
         split = QSplitter()
         split.addWidget(self.group_list)
         split.addWidget(right)
@@ -220,6 +256,8 @@ class DuplicatesTab(QWidget):
         self.stop_button.clicked.connect(self.stop)
         self.stop_button.hide()
         self.status = QLabel("")
+        # Progress messages are cut at the window's edge rather than widen the window.
+        self.status.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         bottom = QHBoxLayout()
         bottom.addWidget(self.rules_button)
         bottom.addWidget(self.none_button)
@@ -234,6 +272,7 @@ class DuplicatesTab(QWidget):
         page = QWidget()
         lay = QVBoxLayout(page)
         lay.addLayout(top)
+        lay.addWidget(calibration)
         lay.addWidget(self.summary)
         lay.addWidget(split, 1)
         lay.addLayout(bottom)
@@ -246,8 +285,48 @@ class DuplicatesTab(QWidget):
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
         outer.addWidget(self.stack)
-        self._set_threshold(self.threshold, self.floor)
+        self._show_threshold()
         self._update_buttons()
+
+    def _build_calibration(self) -> QWidget:
+        """The calibration strip: its picture, a caption, and what to do where it is missing or weak."""
+        self.plot = CalibrationPlot()
+        self.caption = QLabel()
+        self.caption.setWordWrap(True)
+        self.caption.setTextFormat(Qt.TextFormat.RichText)
+        self.warning = QLabel()
+        self.warning.setWordWrap(True)
+        self.warning.setStyleSheet(WARNING_STYLE)
+        self.warning.hide()
+        self.pretrained_button = QPushButton("Use the pretrained model")
+        self.pretrained_button.setToolTip("Re-index this library with the pretrained model (ResNet-50 ImageNet, "
+                                          "or the EfficientNet-Lite0 installed with simviewer where that cannot "
+                                          "be downloaded)")
+        self.pretrained_button.clicked.connect(lambda: self.main.reindex_with_default_model())
+        self.finetune_button = QPushButton("Fine-tune…")
+        self.finetune_button.setToolTip("Train the model on your own photos (Training tab), then use it")
+        self.finetune_button.clicked.connect(lambda: self.main.tabs.setCurrentWidget(self.main.training))
+        self.calibrate_button = QPushButton("Calibrate now")
+        self.calibrate_button.setToolTip("Bring the library up to date: this measures its duplicate threshold")
+        self.calibrate_button.clicked.connect(lambda: self.main.start_indexing())
+        buttons = QHBoxLayout()
+        buttons.setContentsMargins(0, 0, 0, 0)
+        for b in (self.pretrained_button, self.finetune_button, self.calibrate_button):
+            b.hide()
+            buttons.addWidget(b)
+        buttons.addStretch(1)
+        side = QVBoxLayout()
+        side.setContentsMargins(0, 0, 0, 0)
+        side.addWidget(self.caption)
+        side.addWidget(self.warning)
+        side.addLayout(buttons)
+        side.addStretch(1)
+        box = QWidget()
+        row = QHBoxLayout(box)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(self.plot, 3)
+        row.addLayout(side, 2)
+        return box
 
     # -- library and index changes -------------------------------------------------------------
     def library_opened(self) -> None:
@@ -258,24 +337,99 @@ class DuplicatesTab(QWidget):
         self.previews.clear()
         self.reference = []
         self.last_result = None
+        self.calibration, self.threshold, self.use_rules = None, None, True
+        self.plot.empty_text = "Waiting for the library's index…"
+        self._show_calibration()
+        self._show_threshold()
         self._show_groups()
         self.summary.setText("Press “Find duplicates” to look for them in this library.")
         self.stack.setCurrentIndex(1)
         self._update_buttons()
 
     def index_changed(self) -> None:
-        """A new index was loaded (after indexing or a clean-up): its items may have changed."""
-        index = self.main.index
-        if index is None:
+        """A new index was loaded (after indexing or a clean-up): its items, its model or the
+        library's calibration may have changed."""
+        index, library = self.main.index, self.main.library
+        if index is None or library is None:
             return
-        if self._nb_for is None:  # nothing found yet: start where the model's scores live
-            model = index.manifest["model"]
-            t = float(self.main.settings.value(f"dedup/threshold/{model['fingerprint']}",
-                                                 dedup.default_threshold(model)))
-            self._set_threshold(t, min(dedup.threshold_floor(dedup.default_threshold(model)), t))
-        elif self._nb_for[0] is not index and self.isVisible():
+        fp = index.model_fingerprint
+        cal = library.calibration(fp)
+        new = _identity(cal) != _identity(self.calibration)
+        self.calibration = cal
+        if cal is None:  # no threshold to search with: nothing is invented
+            self._refind = False
+            if self.find_worker is not None:
+                self.find_worker.stop()
+            self.nb, self._nb_for, self.groups, self.threshold = None, None, [], None
+            self._show_groups()
+            self.summary.setText("Duplicates are searched from a threshold calibrated on this library.")
+        elif new or self.threshold is None:
+            t, self.use_rules = self._starting_threshold(fp, cal)
+            self._set_threshold(t, min(dedup.threshold_floor(cal.threshold), t))
+        self._show_calibration()
+        if cal is not None and self._nb_for is not None and self._nb_for[0] is not index and self.isVisible():
             self.find()
         self._update_buttons()
+
+    def _starting_threshold(self, fp: str, cal: Calibration) -> tuple[float, bool]:
+        """(threshold, the user's): where the user left the slider for this calibration, else the
+        calibrated threshold. A new calibration (measured again) starts from its own value."""
+        s = self.main.settings
+        saved, saved_for = s.value(f"dedup/threshold/{fp}"), s.value(f"dedup/calibration/{fp}")
+        if saved is not None and saved_for == _calibration_id(cal):
+            try:
+                return float(saved), True
+            except (TypeError, ValueError):
+                pass
+        return cal.threshold, cal.reliable
+
+    def indexing_changed(self) -> None:
+        """The window started or ended an indexing run (which may calibrate the library)."""
+        self._update_buttons()
+
+    def calibration_progress(self, ev: CalibrationProgress) -> None:
+        """The window's indexing run is measuring the threshold: say so where it is missing."""
+        if self.calibration is None:
+            self.plot.empty_text = f"Calibrating the duplicate threshold on your photos… {ev.done}/{ev.total}"
+            self.plot.update()
+
+    def _show_calibration(self) -> None:
+        cal = self.calibration
+        self.plot.set_calibration(cal, self.threshold)
+        model = self.main.index.manifest["model"] if self.main.index is not None else {}
+        if cal is None:
+            self.caption.setText("")
+            if self.main.index is not None:
+                self.plot.empty_text = "No calibration yet"
+                self.warning.setText(NO_CALIBRATION_TEXT)
+            self.warning.setVisible(self.main.index is not None)
+            self.calibrate_button.setVisible(self.main.index is not None)
+            self.pretrained_button.hide()
+            self.finetune_button.hide()
+            return
+        self.calibrate_button.hide()
+        self._show_caption()
+        weak = not cal.reliable
+        # The pretrained model is offered where the library does not use one already.
+        pretrained = model.get("weights") == "imagenet"
+        self._show_warning()
+        self.warning.setVisible(weak)
+        self.pretrained_button.setVisible(weak and not pretrained)
+        self.finetune_button.setVisible(weak)
+
+    def _show_warning(self) -> None:
+        """The text of an unreliable calibration's warning, which says what is selected and why."""
+        if self.calibration is None or self.calibration.reliable:
+            return
+        model = self.main.index.manifest["model"] if self.main.index is not None else {}
+        advice = UNRELIABLE_PRETRAINED_TEXT if model.get("weights") == "imagenet" else UNRELIABLE_TEXT
+        then = ("Nothing is selected for removal until you move the threshold or tick photos yourself."
+                if not self.use_rules else "Check each group before you clean up.")
+        self.warning.setText(f"⚠ {advice}. {then}")
+
+    def _show_caption(self) -> None:
+        if self.calibration is not None:
+            self.caption.setText(calibration_caption(self.calibration, self.threshold, html=True))
 
     def showEvent(self, event) -> None:  # noqa: N802 (Qt API)
         super().showEvent(event)
@@ -285,7 +439,7 @@ class DuplicatesTab(QWidget):
     # -- finding -------------------------------------------------------------------------------
     def find(self) -> None:
         w = self.main
-        if w.index is None or w.library is None or self.finding or self.acting:
+        if w.index is None or w.library is None or self.calibration is None or self.finding or self.acting:
             return
         if w.indexing:
             self.status.setText("Wait for indexing to finish: the groups would miss the newest photos.")
@@ -301,7 +455,7 @@ class DuplicatesTab(QWidget):
         def run(stop):
             variants = None
             if invariant:
-                embedder = Embedder(model["arch"], model["weights"])
+                embedder = Embedder.from_manifest(model)
                 if embedder.fingerprint != index.model_fingerprint:
                     raise RuntimeError("the index's model cannot be rebuilt here; re-index the folder first")
                 for ev in library.variant_vectors(embedder, [(it.hash, it.path) for it in items], should_stop=stop):
@@ -375,15 +529,25 @@ class DuplicatesTab(QWidget):
         self._show_threshold()
 
     def _show_threshold(self) -> None:
+        if self.threshold is None:
+            self.threshold_label.setText("—")
+            return
         digits = 2 if self.floor < 0.9 else 3 if self.floor < 0.99 else 4
         self.threshold_label.setText(f"{self.threshold * 100:.{digits}f} %")
+        self.plot.set_value(self.threshold)
+        self._show_caption()
 
     def _slider_moved(self, value: int) -> None:
+        if self.calibration is None:
+            return
         self.threshold = self.floor + (1.0 - self.floor) * value / SLIDER_STEPS
+        self.use_rules = True  # the user decides now: the rules' choice is shown as for a reliable one
         self._show_threshold()
+        self._show_warning()
         if self.main.index is not None:
-            fp = self.main.index.manifest["model"]["fingerprint"]
+            fp = self.main.index.model_fingerprint
             self.main.settings.setValue(f"dedup/threshold/{fp}", self.threshold)
+            self.main.settings.setValue(f"dedup/calibration/{fp}", _calibration_id(self.calibration))
         self._regroup_timer.start()
 
     def set_threshold(self, threshold: float) -> None:
@@ -432,7 +596,8 @@ class DuplicatesTab(QWidget):
 
     # -- selection -----------------------------------------------------------------------------
     def _chosen(self, g: dedup.Group) -> tuple[set[str], set[str]]:
-        default = {m.item.key for m in g.members[1:] if not dedup.in_folders(m.item.path, self.reference)}
+        default = {m.item.key for m in g.members[1:] if not dedup.in_folders(m.item.path, self.reference)} \
+            if self.use_rules else set()
         chosen = {m.item.key for m in g.members
                   if self.overrides.get(m.item.key, m.item.key in default)
                   and not dedup.in_folders(m.item.path, self.reference)}
@@ -457,6 +622,8 @@ class DuplicatesTab(QWidget):
         return files, size
 
     def select_by_rules(self) -> None:
+        self.use_rules = True
+        self._show_warning()
         self.overrides.clear()
         self._show_groups(keep=self.current_group().keeper.key if self.current_group() else None)
 
@@ -820,7 +987,12 @@ class DuplicatesTab(QWidget):
     def _update_buttons(self) -> None:
         busy = self.finding or self.acting
         has_library = self.main.library is not None
-        self.find_button.setEnabled(has_library and self.main.index is not None and not busy)
+        calibrated = self.calibration is not None
+        self.find_button.setEnabled(has_library and self.main.index is not None and calibrated and not busy)
+        self.find_button.setToolTip("" if calibrated or self.main.index is None else
+                                    "There is no calibrated threshold for this library's model yet")
+        self.slider.setEnabled(calibrated)
+        self.calibrate_button.setEnabled(not self.main.indexing)
         have = bool(self.groups) and not busy
         files, size = self.planned() if self.groups else (0, 0)
         self.act_button.setText(f"Clean up {files} photos ({human_size(size)})…" if files else "Clean up")

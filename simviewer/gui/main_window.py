@@ -3,6 +3,12 @@
 No ML code lives here: indexing is ``Library.update`` on a :class:`GeneratorThread`; embedding an
 external image is ``Embedder.embed_paths`` on the same kind of thread; a click on an indexed photo
 is an Annoy lookup (milliseconds) on the GUI thread.
+
+A library keeps the model it was indexed with: opening it brings it up to date with that model,
+whatever the toolbar shows, and only "Use model" switches (and re-indexes). A new library gets
+``core.embedder.default_model()``, decided on the indexing thread (it may ask the network whether
+the ResNet-50 weights can be downloaded), and the bundled pretrained model stands in without a
+question where that download then fails.
 """
 
 from __future__ import annotations
@@ -11,6 +17,8 @@ import contextlib
 import logging
 import os
 import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from PySide6.QtCore import QSettings, QSize, Qt, QTimer, QUrl
@@ -21,6 +29,7 @@ from PySide6.QtWidgets import (
     QComboBox,
     QDialog,
     QFileDialog,
+    QFrame,
     QHBoxLayout,
     QLabel,
     QLineEdit,
@@ -31,6 +40,8 @@ from PySide6.QtWidgets import (
     QMessageBox,
     QProgressBar,
     QPushButton,
+    QScrollArea,
+    QSizePolicy,
     QSlider,
     QSpinBox,
     QSplitter,
@@ -40,12 +51,22 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ..core.embedder import Embedder, WeightsUnavailable
+from ..core import embedder as embedding
+from ..core.calibration import CalibrationProgress
+from ..core.embedder import Embedder, EmbedderError, WeightsUnavailable
 from ..core.images import is_image_name
 from ..core.index import AnnIndex
-from ..core.library import FileSkipped, IndexProgress, IndexSummary, Library, ScanDone, default_index_dir
+from ..core.library import (
+    FileSkipped,
+    IndexBuilding,
+    IndexProgress,
+    IndexSummary,
+    Library,
+    ScanDone,
+    default_index_dir,
+)
 from ..core.paths import find_checkpoints
-from ..core.registry import ARCHITECTURES, DEFAULT_ARCH
+from ..core.registry import ARCHITECTURES, BUNDLED_ARCH, DEFAULT_ARCH
 from .compare import CompareDialog
 from .duplicates import DuplicatesTab
 from .explain import ExplainService, ModelInfoDialog
@@ -57,6 +78,50 @@ from .workers import GeneratorThread, stop_all
 log = logging.getLogger(__name__)
 
 EMPTY_TEXT = "Open a folder or drop photos here"
+KEPT_REASON = "the model this library was indexed with (choose another and press “Use model” to switch)"
+CHOSEN_REASON = "your choice"
+
+
+@dataclass(frozen=True)
+class ModelInUse:
+    """The first event of every indexing run: the model it uses and why."""
+
+    embedder: Embedder
+    reason: str
+    automatic: bool = False  # chosen for the user: a new library's default
+    fallback: bool = False  # the default's ImageNet weights could not be had: the bundled model stands in
+
+
+def model_for_run(library: Library, chosen: Embedder | None, default: bool) -> Iterator[ModelInUse]:
+    """Decide the model of an indexing run (on its thread); yields ModelInUse, returns the embedder.
+
+    *chosen*: the user's explicit choice. Otherwise the library's own model (its index's), or for a
+    new library (or with *default*) the default model; where that is ResNet-50 and its weights
+    cannot be downloaded, the pretrained model installed with simviewer, without asking: an
+    untrained network is only ever the user's choice.
+    """
+    if chosen is not None:
+        yield ModelInUse(chosen, CHOSEN_REASON)
+        return chosen
+    manifest = None if default else library.manifest()
+    if manifest is not None:
+        own = Embedder.from_manifest(manifest["model"])
+        yield ModelInUse(own, KEPT_REASON)
+        return own
+    emb, choice = embedding.default_embedder()
+    yield ModelInUse(emb, choice.reason, automatic=True, fallback=choice.arch != embedding.default_model().arch)
+    return emb
+
+
+class Tabs(QTabWidget):
+    """Tabs whose page may be a scroll area around the tab's widget: either can be made current."""
+
+    def setCurrentWidget(self, widget: QWidget) -> None:  # noqa: N802 (Qt API)
+        for i in range(self.count()):
+            page = self.widget(i)
+            if page is widget or (isinstance(page, QScrollArea) and page.widget() is widget):
+                self.setCurrentIndex(i)
+                return
 
 
 class MainWindow(QMainWindow):
@@ -77,6 +142,10 @@ class MainWindow(QMainWindow):
         self.loading = False  # True while the index and grid rows load on a worker
         self._closing = False
         self._restart_indexing = False
+        self._restart_with: tuple[Embedder | None, bool] = (None, False)
+        self.model_reasons: dict[str, str] = {}  # model fingerprint -> why the open library uses it
+        self._model_note = ""  # said after each progress message while a model chosen for the user indexes
+        self._boxes_show: tuple[object, str] | None = None  # (library, fingerprint) the toolbar's boxes show
         self.searching = False
         self._pending_query: str | None = None
         self._query_embedders: dict[str, Embedder] = {}
@@ -93,7 +162,7 @@ class MainWindow(QMainWindow):
         self.results_model = ResultListModel(self.loader, self.cache, self)
         self.explain = ExplainService(self)
         self.explain.explained.connect(self._pair_explained)
-        self.explain.failed.connect(lambda q, m, why: self.status.setText(f"No heat map for {Path(m).name}: {why}"))
+        self.explain.failed.connect(lambda q, m, why: self.say(f"No heat map for {Path(m).name}: {why}"))
 
         self._build_ui()
         self._update_recent_menu()
@@ -130,7 +199,8 @@ class MainWindow(QMainWindow):
         self.weights_box.activated.connect(self._weights_chosen)
         tb.addWidget(self.weights_box)
         apply_model = QPushButton("Use model")
-        apply_model.setToolTip("Re-index the library with the chosen model")
+        apply_model.setToolTip("Re-index the library with the chosen model (a library otherwise keeps the "
+                               "model it was indexed with)")
         apply_model.clicked.connect(self.reindex_with_selected_model)
         tb.addWidget(apply_model)
         self.model_label = QLabel("")
@@ -219,12 +289,17 @@ class MainWindow(QMainWindow):
         self.stack.addWidget(self.empty)
         self.stack.addWidget(split)
         self.duplicates = DuplicatesTab(self)
-        self.tabs = QTabWidget()
+        self.tabs = Tabs()
         self.tabs.setDocumentMode(True)
         self.tabs.addTab(self.stack, "Library")
         self.tabs.addTab(self.duplicates, "Duplicates")
         self.training = TrainingTab(self)
-        self.tabs.addTab(self.training, "Training")
+        # Its options are taller than a small screen: they scroll instead of making the window taller.
+        training_page = QScrollArea()
+        training_page.setWidget(self.training)
+        training_page.setWidgetResizable(True)
+        training_page.setFrameShape(QFrame.Shape.NoFrame)
+        self.tabs.addTab(training_page, "Training")
         self.setCentralWidget(self.tabs)
 
         # Status bar: progress, ETA, cancel, skipped files.
@@ -232,6 +307,9 @@ class MainWindow(QMainWindow):
         self.progress.setMaximumWidth(260)
         self.progress.hide()
         self.status = QLabel("")
+        # Long messages are cut at the window's edge instead of widening it; the tooltip has them whole.
+        self.status.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.status.setMinimumWidth(0)
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.clicked.connect(self.cancel_indexing)
         self.cancel_button.hide()
@@ -287,8 +365,10 @@ class MainWindow(QMainWindow):
         self.setWindowTitle(f"simviewer — {self.library.folder}")
         self.stack.setCurrentIndex(1)
         self.duplicates.library_opened()
+        self._model_note = ""
+        self.model_reasons.clear()
         self._load_existing_index()
-        self.start_indexing()
+        self.start_indexing()  # with the library's own model (a new library: the default one)
 
     # -- model choice --------------------------------------------------------------------------
     def _fill_weights_box(self, current: str) -> None:
@@ -319,7 +399,15 @@ class MainWindow(QMainWindow):
             self.set_weights_choice(path or str(self.settings.value("model/weights", "imagenet")))
 
     def selected_embedder(self) -> Embedder:
+        """The toolbar's model: used when the user asks for it ("Use model"), never on opening."""
         return Embedder(self.arch_box.currentText(), self.selected_weights())
+
+    def _show_model_in_boxes(self, model: dict) -> None:
+        """Set the toolbar's boxes to the open library's model (the remembered choice stays in the
+        settings: it is what the boxes show before a library is open)."""
+        if model.get("arch") in ARCHITECTURES:
+            self.arch_box.setCurrentText(model["arch"])
+        self._fill_weights_box(str(model.get("weights", "imagenet")))
 
     def refresh_models(self) -> None:
         """Offer checkpoints that appeared in models/ (a training run just wrote one)."""
@@ -333,35 +421,48 @@ class MainWindow(QMainWindow):
         self.reindex_with_selected_model()
 
     def reindex_with_selected_model(self) -> None:
+        """The explicit switch: re-index the open library with the toolbar's model."""
         self.settings.setValue("model/arch", self.arch_box.currentText())
         self.settings.setValue("model/weights", self.selected_weights())
-        if self.library is not None:
-            self.start_indexing()
+        if self.library is None:
+            return
+        try:
+            chosen = self.selected_embedder()
+        except Exception as exc:
+            self.show_error("Cannot use this model", str(exc))
+            return
+        self.start_indexing(chosen)
 
-    def start_indexing(self) -> None:
+    def reindex_with_default_model(self) -> None:
+        """Re-index the open library with the pretrained default (what a new library gets)."""
+        if self.library is not None:
+            self.start_indexing(default=True)
+
+    def start_indexing(self, embedder: Embedder | None = None, default: bool = False) -> None:
+        """Bring the open library up to date: with *embedder* where the user chose one, else with
+        the model its index was built with (a new library, or *default*: the default model)."""
         if self.library is None or self._closing:
             return
         if self.indexing and self.index_worker is not None:
             # One run at a time (a library is locked while it updates): stop the current run
             # without blocking the window; _index_done starts this one when it has ended.
             self._restart_indexing = True
+            self._restart_with = (embedder, default)
             self.index_worker.stop()
-            self.status.setText("Stopping the current run…")
+            self.say("Stopping the current run…")
             return
-        try:
-            self.embedder = self.selected_embedder()
-        except Exception as exc:
-            self.show_error("Cannot use this model", str(exc))
-            return
-        self._show_model_label()
-        library, embedder = self.library, self.embedder
+        library = self.library
         self.skipped = []
-        # Decoder processes, not threads: a decoder thread at its lower priority can hold the GIL
-        # while the network's threads run, and the window waits for it (worst stall 21-31 ms
-        # against 8 ms with processes, benchmarks/bench_gui_stall.py); and a decoder crash on a
-        # hostile file then costs that file, not the window. Same speed.
-        worker = GeneratorThread(lambda stop: library.update(embedder, should_stop=stop, decoders="processes"),
-                                 "indexing", self)
+
+        def run(stop):
+            use = yield from model_for_run(library, embedder, default)
+            # Decoder processes, not threads: a decoder thread at its lower priority can hold the
+            # GIL while the network's threads run, and the window waits for it (worst stall 21-31 ms
+            # against 8 ms with processes, benchmarks/bench_gui_stall.py); and a decoder crash on a
+            # hostile file then costs that file, not the window. Same speed.
+            yield from library.update(use, should_stop=stop, decoders="processes")
+
+        worker = GeneratorThread(run, "indexing", self)
         # Events of a worker that is no longer current (its done signal was still queued) are dropped.
         worker.yielded.connect(lambda ev, w=worker: self._index_event(ev) if w is self.index_worker else None)
         worker.failed.connect(lambda exc, w=worker: self._index_failed(exc) if w is self.index_worker else None)
@@ -370,46 +471,94 @@ class MainWindow(QMainWindow):
         self.progress.setRange(0, 0)
         self.progress.show()
         self.cancel_button.show()
-        self.status.setText("Scanning the folder…")
+        self.say("Choosing the model…" if embedder is None and (default or not self._has_index(library))
+                 else "Scanning the folder…")
         self.indexing = True
+        self.duplicates.indexing_changed()
         worker.start()
+
+    @staticmethod
+    def _has_index(library: Library) -> bool:
+        try:
+            return library.manifest() is not None
+        except Exception:  # an unreadable manifest: the run says what is wrong
+            return True
 
     def cancel_indexing(self) -> None:
         if self.index_worker is not None:
             self.index_worker.stop()
-            self.status.setText("Stopping after the current batch…")
+            self.say("Stopping after the current batch…")
+
+    def say(self, text: str) -> None:
+        """A status-bar message (whole in its tooltip where the window is too narrow for it)."""
+        self.status.setText(text)
+        self.status.setToolTip(text)
+
+    def _progress_text(self, text: str) -> None:
+        self.say(f"{text}  ·  {self._model_note}" if self._model_note else text)
 
     def _index_event(self, ev) -> None:
-        if isinstance(ev, ScanDone):
+        if isinstance(ev, ModelInUse):
+            self._model_in_use(ev)
+        elif isinstance(ev, ScanDone):
             self.progress.setRange(0, max(ev.to_process, 1))
             self.progress.setValue(0)
-            self.status.setText(f"{ev.total} photos; {ev.to_process} to read")
+            self._progress_text(f"{ev.total} photos; {ev.to_process} to read")
         elif isinstance(ev, IndexProgress):
             self.progress.setValue(ev.done)
             eta = f", about {ev.eta:.0f} s left" if ev.eta is not None else ""
-            self.status.setText(f"Indexing {ev.done} of {ev.total}{eta}")
+            self._progress_text(f"Indexing {ev.done} of {ev.total}{eta}")
         elif isinstance(ev, FileSkipped):
             self.skipped.append((ev.path, ev.reason))
+        elif isinstance(ev, IndexBuilding):
+            self.progress.setRange(0, 0)
+            self._progress_text(f"Building the search index of {ev.count} photos…")
+        elif isinstance(ev, CalibrationProgress):
+            self.progress.setRange(0, max(ev.total, 1))
+            self.progress.setValue(ev.done)
+            self._progress_text(f"Calibrating the duplicate threshold on your photos… {ev.done}/{ev.total}")
+            self.duplicates.calibration_progress(ev)
         elif isinstance(ev, IndexSummary):
             self.last_summary = ev
             self.skipped = ev.skipped
+            self._model_note = ""
             stopped = " (stopped: the previous index is still in use)" if ev.cancelled else ""
-            self.status.setText(
-                f"{ev.indexed} photos indexed, {ev.embedded} new, {len(ev.skipped)} skipped, "
-                f"{ev.seconds:.1f} s{stopped}"
-            )
+            calibrated = f"  ·  Duplicates: {ev.calibration.summary()}" if ev.calibration is not None else ""
+            self.say(f"{ev.indexed} photos indexed, {ev.embedded} new, {len(ev.skipped)} skipped, "
+                     f"{ev.seconds:.1f} s{stopped}{calibrated}")
+
+    def _model_in_use(self, ev: ModelInUse) -> None:
+        self.embedder = ev.embedder
+        fp = ev.embedder.fingerprint
+        if ev.reason != KEPT_REASON or fp not in self.model_reasons:  # why it was chosen says more
+            self.model_reasons[fp] = ev.reason
+        self._show_model_label()
+        if ev.automatic:
+            # A model the user did not choose: say which and why, and keep saying it while it indexes.
+            self._model_note = f"Model: {ev.embedder.label} — {ev.reason}"
+            self.say(self._model_note)
+            if ev.fallback:
+                log.warning("%s", self._model_note)
 
     def _index_failed(self, exc: Exception) -> None:
+        self._model_note = ""
         if isinstance(exc, WeightsUnavailable):
+            # The user's own choice, or the model this library was indexed with: they decide.
             self.offer_offline_choices(exc)
+        elif isinstance(exc, EmbedderError):
+            self.show_error("Cannot use this model", f"{exc}\n\nThe photos indexed before can still be browsed. "
+                            "To index new ones, choose a model in the toolbar and press “Use model”.")
         else:
             self.show_error("Indexing failed", f"{exc}\n\nCheck the folder and try again.")
 
     def _index_done(self, completed: bool) -> None:
         self.indexing = False
+        self.duplicates.indexing_changed()
         if self._restart_indexing:
             self._restart_indexing = False
-            self.start_indexing()
+            embedder, default = self._restart_with
+            self._restart_with = (None, False)
+            self.start_indexing(embedder, default=default)
             return
         self.progress.hide()
         self.cancel_button.hide()
@@ -457,21 +606,29 @@ class MainWindow(QMainWindow):
         self.index = index  # the old one is released when no search holds it any more
         self.explain.set_model(index.manifest["model"])
         self.grid_model.set_library_rows(rows)
+        shown = (library, index.model_fingerprint)
+        if self._boxes_show != shown:  # another library or model: the toolbar shows what it uses
+            self._boxes_show = shown
+            self._show_model_in_boxes(index.manifest["model"])
         self._show_model_label()
         self.duplicates.index_changed()
 
     def _show_model_label(self) -> None:
+        """The model in use, in the toolbar: the index's once there is one, else the running job's."""
         if self.index is not None:
             m = self.index.manifest["model"]
-            untrained = bool(m.get("untrained"))
-            label = m.get("label", "")
+            untrained, label, fp = bool(m.get("untrained")), m.get("label", ""), m.get("fingerprint", "")
+            if self.indexing and self.embedder is not None and self.embedder.fingerprint != fp:
+                label += f"  → {self.embedder.label}"  # a run is switching the library to another model
         elif self.embedder is not None:
-            untrained, label = self.embedder.untrained, self.embedder.label
+            untrained, label, fp = self.embedder.untrained, self.embedder.label, self.embedder.fingerprint
         else:
             return
         self.results_model.untrained = untrained
         self.model_label.setText(f"  {label}" + ("  ⚠ UNTRAINED" if untrained else ""))
         self.model_label.setStyleSheet("color: #c0392b; font-weight: bold;" if untrained else "")
+        reason = self.model_reasons.get(fp, KEPT_REASON)
+        self.model_label.setToolTip(f"{label}\n{reason[:1].upper()}{reason[1:]}.")
 
     # -- queries -------------------------------------------------------------------------------
     def _grid_clicked(self, index) -> None:
@@ -558,7 +715,7 @@ class MainWindow(QMainWindow):
         def run(stop):
             emb = embedders.get(m["fingerprint"])
             if emb is None:
-                emb = embedders[m["fingerprint"]] = Embedder(m["arch"], m["weights"])
+                emb = embedders[m["fingerprint"]] = Embedder.from_manifest(m)
             yield library.query_image(path, k, index, lambda: emb)
 
         worker = GeneratorThread(run, "query", self)
@@ -707,7 +864,7 @@ class MainWindow(QMainWindow):
 
     def show_error(self, title: str, text: str) -> None:
         self.last_error = (title, text)
-        self.status.setText(f"{title}: {text.splitlines()[0]}")
+        self.say(f"{title}: {text.splitlines()[0]}")
         box = QMessageBox(QMessageBox.Icon.Warning, title, text, QMessageBox.StandardButton.Ok, self)
         self.exec_dialog(box)
 
@@ -722,18 +879,25 @@ class MainWindow(QMainWindow):
             "How would you like to go on?\n\n"
             f"• Import a weights file: for example {Path(exc.cache_file).name or 'the .pth file'} "
             "copied from a computer that has it.\n"
-            "• Continue untrained: finds near-duplicates, but look-alikes are weaker. It is marked "
-            "\"untrained\" wherever results show.\n"
+            f"• Use the pretrained {ARCHITECTURES[BUNDLED_ARCH].label} installed with simviewer: "
+            "no download needed.\n"
+            "• Continue untrained: look-alikes are weaker and duplicates may not be told apart. It is "
+            "marked \"untrained\" wherever results show.\n"
             "• Or fine-tune a model on your own photos and choose it in the toolbar."
         )
         box.setDetailedText(message)
         file_btn = box.addButton("Import a weights file…", QMessageBox.ButtonRole.AcceptRole)
+        bundled_btn = box.addButton(f"Use {ARCHITECTURES[BUNDLED_ARCH].label}", QMessageBox.ButtonRole.AcceptRole)
         untrained_btn = box.addButton("Continue untrained", QMessageBox.ButtonRole.AcceptRole)
         box.addButton(QMessageBox.StandardButton.Cancel)
         self.last_error = ("offline", message)
-        self.status.setText("ImageNet weights are not available: choose how to go on")
+        self.say("ImageNet weights are not available: choose how to go on")
         clicked = self.exec_dialog(box)
-        if clicked is untrained_btn:
+        if clicked is bundled_btn:
+            self.arch_box.setCurrentText(BUNDLED_ARCH)
+            self.set_weights_choice("imagenet")
+            self.reindex_with_selected_model()
+        elif clicked is untrained_btn:
             self.set_weights_choice("none")
             self.reindex_with_selected_model()
         elif clicked is file_btn:

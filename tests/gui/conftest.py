@@ -7,8 +7,11 @@ import pytest
 pytest.importorskip("PySide6")
 from PySide6.QtCore import QSettings  # noqa: E402
 
+from simviewer.core import embedder as embedding  # noqa: E402
 from simviewer.gui import workers  # noqa: E402
 from simviewer.gui.main_window import MainWindow  # noqa: E402
+
+SMALL_MODEL = embedding.ModelChoice("resnet18", "none", "a small untrained network keeps the window tests fast")
 
 
 @pytest.fixture(autouse=True)
@@ -18,14 +21,27 @@ def no_worker_left_behind():
 
 
 @pytest.fixture
-def window(qtbot, tmp_path):
-    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
-    settings.setValue("model/arch", "resnet18")
-    settings.setValue("model/weights", "none")
+def small_default(monkeypatch):
+    """New libraries get an untrained ResNet-18 instead of the real default (a pretrained model)."""
+    monkeypatch.setattr(embedding, "default_model", lambda: SMALL_MODEL)
+    return SMALL_MODEL
+
+
+def make_window(qtbot, tmp_path, settings: QSettings | None = None) -> MainWindow:
+    settings = settings or QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
     w = MainWindow(settings=settings, index_root=tmp_path / "indexes")
     w.exec_dialog = lambda box: None  # message boxes are recorded in last_error, not shown
     qtbot.addWidget(w)
     w.show()
+    return w
+
+
+@pytest.fixture
+def window(qtbot, tmp_path, small_default):
+    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+    settings.setValue("model/arch", "resnet18")
+    settings.setValue("model/weights", "none")
+    w = make_window(qtbot, tmp_path, settings)
     yield w
     w.close()
 

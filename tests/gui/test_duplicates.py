@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 pytest.importorskip("PySide6")
 from PySide6.QtCore import Qt  # noqa: E402
 
+from simviewer.core import calibration, dedup  # noqa: E402
 from simviewer.core.images import file_digest  # noqa: E402
+from simviewer.gui.duplicates import UNRELIABLE_TEXT  # noqa: E402
 from simviewer.gui.main_window import MainWindow  # noqa: E402
 
 from ..conftest import EDITS, make_photo, write_jpeg  # noqa: E402
@@ -33,12 +37,20 @@ def hashes(root):
     return {p.relative_to(root).as_posix(): file_digest(p) for p in root.rglob("*.jpg")}
 
 
-def find_groups(qtbot, w: MainWindow):
+# Where the untrained ResNet-18 separates the edited copies of dup_folder from the other photos
+# (its best-F1 threshold on the near-duplicate benchmark): the tests that check groups slide there.
+GROUPING_THRESHOLD = 0.9972
+
+
+def find_groups(qtbot, w: MainWindow, threshold: float | None = GROUPING_THRESHOLD):
+    """Press Find; then slide to *threshold* (None: stay where the tab started)."""
     tab = w.duplicates
     w.tabs.setCurrentWidget(tab)
     qtbot.waitUntil(lambda: tab.find_button.isEnabled(), timeout=30_000)
     tab.find_button.click()
     qtbot.waitUntil(lambda: not tab.finding and tab.nb is not None, timeout=60_000)
+    if threshold is not None:
+        tab.set_threshold(threshold)
     return tab
 
 
@@ -49,9 +61,12 @@ def group_keys(tab):
 def test_slider_regroups_and_rules_pick_the_keeper(qtbot, window, dup_folder):
     window.open_folder(dup_folder)
     wait_indexed(qtbot, window)
-    tab = find_groups(qtbot, window)
-    # Untrained ResNet-18: the tab starts at the threshold measured for that model.
-    assert tab.threshold == pytest.approx(0.9972, abs=1e-5)
+    tab = find_groups(qtbot, window, threshold=None)
+    # The tab starts at the threshold calibrated on this library for its model.
+    cal = window.library.calibration(window.index.model_fingerprint)
+    assert cal is not None and tab.threshold == cal.threshold
+    tab.set_threshold(GROUPING_THRESHOLD)
+    assert tab.threshold == pytest.approx(GROUPING_THRESHOLD, abs=1e-4)
     assert group_keys(tab) == [
         ["copies/lowq0.jpg", "copies/small0.jpg", "orig0.jpg", "other/orig0_again.jpg"],
         ["copies/lowq1.jpg", "copies/small1.jpg", "orig1.jpg"],
@@ -69,7 +84,7 @@ def test_slider_regroups_and_rules_pick_the_keeper(qtbot, window, dup_folder):
     tab.exact_box.setChecked(True)
     assert tab.groups == []
     tab.exact_box.setChecked(False)
-    tab.set_threshold(0.9972)
+    tab.set_threshold(GROUPING_THRESHOLD)
     assert len(tab.groups) == 3
     # The table marks the keeper and ticks the others; the compare view shows the keeper beside one.
     tab.group_list.setCurrentRow(0)
@@ -170,3 +185,88 @@ def test_a_whole_group_is_never_removed(qtbot, window, dup_folder):
     tab.select_none()
     tab.clean_up()
     assert "No photo is selected" in tab.status.text() and hashes(dup_folder) == before
+
+
+def reopen(qtbot, w: MainWindow, folder):
+    w.open_folder(folder)
+    wait_indexed(qtbot, w)
+
+
+def store_calibration(w: MainWindow, **changes):
+    """Replace the library's calibration by an edited one (a later measurement: another created)."""
+    cal = w.library.calibration(w.index.model_fingerprint)
+    new = dataclasses.replace(cal, created=cal.created + 1, **changes)
+    calibration.save(w.library.index_dir, new)
+    return new
+
+
+def test_the_slider_starts_at_the_calibrated_threshold_and_remembers_a_move(qtbot, window, dup_folder):
+    window.open_folder(dup_folder)
+    wait_indexed(qtbot, window)
+    stored = store_calibration(window, threshold=0.9931)
+    reopen(qtbot, window, dup_folder)  # keeps the stored calibration: same model, same photos
+    tab = window.duplicates
+    assert tab.threshold == 0.9931 and tab.calibration == stored
+    assert tab.floor == pytest.approx(dedup.threshold_floor(0.9931))
+    assert tab.plot.calibration == stored and tab.plot.value == 0.9931
+    assert f"Calibrated on {stored.photos} of your photos" in tab.caption.text()
+    assert tab.find_button.isEnabled() and not tab.warning.isVisibleTo(tab)
+
+    # A move of the slider is remembered for this calibration, across a reopen.
+    tab = find_groups(qtbot, window, threshold=0.9960)
+    moved = tab.threshold
+    assert moved == pytest.approx(0.9960, abs=1e-4) and "at your" in tab.caption.text()
+    reopen(qtbot, window, dup_folder)
+    assert window.duplicates.threshold == pytest.approx(moved)
+
+    # A new calibration starts from its own threshold again.
+    store_calibration(window, threshold=0.9911)
+    reopen(qtbot, window, dup_folder)
+    assert window.duplicates.threshold == 0.9911
+
+
+def test_an_unreliable_calibration_selects_nothing_and_says_so(qtbot, window, dup_folder):
+    window.open_folder(dup_folder)
+    wait_indexed(qtbot, window)
+    store_calibration(window, reliable=False, separation=0.4)
+    reopen(qtbot, window, dup_folder)
+    tab = find_groups(qtbot, window, threshold=None)
+    assert tab.groups, "groups are still shown, to look at"
+    assert tab.warning.isVisible() and UNRELIABLE_TEXT in tab.warning.text()
+    assert tab.pretrained_button.isVisible() and tab.finetune_button.isVisible()  # an untrained model
+    assert tab.planned() == (0, 0)
+    tab.group_list.setCurrentRow(0)
+    assert all(tab.table.item(r, 0).checkState() == Qt.CheckState.Unchecked for r in range(tab.table.rowCount()))
+    assert not tab.act_button.isEnabled()
+    # A photo ticked by hand is the only one selected.
+    tab.table.item(1, 0).setCheckState(Qt.CheckState.Checked)
+    assert tab.planned()[0] == 1
+    # Moving the threshold is the user's decision: the rules choose as usual from then on.
+    assert "Nothing is selected" in tab.warning.text()
+    tab.set_threshold(GROUPING_THRESHOLD)
+    assert tab.planned()[0] == sum(len(g.members) - 1 for g in tab.groups) > 1
+    assert tab.warning.isVisible() and "Check each group" in tab.warning.text()
+
+
+def test_without_a_calibration_nothing_is_searched_until_it_is_measured(qtbot, window, dup_folder, monkeypatch):
+    def cannot(*_a, **_k):
+        raise calibration.CalibrationError("calibration stopped")
+
+    monkeypatch.setattr(calibration, "calibrate", cannot)  # as for a library indexed by an older version
+    window.open_folder(dup_folder)
+    wait_indexed(qtbot, window)
+    tab = window.duplicates
+    window.tabs.setCurrentWidget(tab)
+    assert window.library.calibration(window.index.model_fingerprint) is None
+    assert tab.threshold is None and not tab.find_button.isEnabled() and not tab.slider.isEnabled()
+    assert tab.warning.isVisible() and "no duplicate threshold calibrated" in tab.warning.text()
+    assert tab.calibrate_button.isVisible() and tab.calibrate_button.isEnabled()
+    tab.find()
+    assert tab.nb is None and not tab.finding  # no threshold is invented
+
+    monkeypatch.undo()
+    tab.calibrate_button.click()  # an update measures it
+    wait_indexed(qtbot, window)
+    cal = window.library.calibration(window.index.model_fingerprint)
+    assert cal is not None and tab.threshold == cal.threshold
+    assert tab.find_button.isEnabled() and not tab.warning.isVisible() and not tab.calibrate_button.isVisible()

@@ -8,12 +8,13 @@ pytest.importorskip("PySide6")
 from PySide6.QtCore import QSettings, Qt  # noqa: E402
 from PySide6.QtWidgets import QListWidget  # noqa: E402
 
+from simviewer.core.registry import BUNDLED_ARCH  # noqa: E402
 from simviewer.gui import workers  # noqa: E402
 from simviewer.gui.main_window import EMPTY_TEXT, MainWindow  # noqa: E402
 from simviewer.gui.models import PathRole  # noqa: E402
 
 from ..conftest import EDITS, make_photo, write_jpeg  # noqa: E402
-from .conftest import wait_indexed  # noqa: E402
+from .conftest import make_window, wait_indexed  # noqa: E402
 
 
 @pytest.fixture
@@ -176,15 +177,41 @@ def test_checkpoints_in_models_are_offered(qtbot, tmp_path, monkeypatch):
     w.close()
 
 
-def test_offline_imagenet_offers_the_choices(qtbot, tmp_path, folder, monkeypatch):
+def no_network(monkeypatch, tmp_path):
+    """An empty torch hub cache and no way to download into it."""
     import torch
 
+    def offline(*_a, **_k):
+        raise OSError("Name or service not known")
+
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
-    monkeypatch.setattr(torch.hub, "load_state_dict_from_url",
-                        lambda *a, **k: (_ for _ in ()).throw(OSError("Name or service not known")))
+    # torchvision holds its own reference to load_state_dict_from_url; both end in this one.
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+
+
+def bundled_model_installed() -> bool:
+    try:
+        from simviewer.core import efficientnet_lite
+
+        return efficientnet_lite.bundled_weights_path(BUNDLED_ARCH) is not None
+    except Exception:
+        return False
+
+
+def recording_window(qtbot, tmp_path, settings=None):
+    """A window that records its dialogs (answering none) and every status-bar message."""
+    w = make_window(qtbot, tmp_path, settings)
+    w.dialogs, w.said = [], []
+    w.exec_dialog = lambda box: w.dialogs.append(box.text())
+    say = w.say
+    w.say = lambda text: (w.said.append(text), say(text))
+    return w
+
+
+def test_an_explicit_imagenet_choice_offline_offers_the_choices(qtbot, tmp_path, folder, monkeypatch,
+                                                                small_default):
+    no_network(monkeypatch, tmp_path)
     settings = QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat)
-    settings.setValue("model/arch", "resnet18")
-    settings.setValue("model/weights", "imagenet")
     w = MainWindow(settings=settings, index_root=tmp_path / "idx")
     shown = []
 
@@ -195,14 +222,118 @@ def test_offline_imagenet_offers_the_choices(qtbot, tmp_path, folder, monkeypatc
     w.exec_dialog = answer
     qtbot.addWidget(w)
     w.open_folder(folder)
+    wait_indexed(qtbot, w)
+    assert shown == []  # a new library gets the default model without a question
+    # The user asks for ImageNet weights that cannot be downloaded: now they choose how to go on.
+    w.arch_box.setCurrentText("resnet34")
+    w.set_weights_choice("imagenet")
+    w.reindex_with_selected_model()
     qtbot.waitUntil(lambda: w.last_error is not None, timeout=60_000)
     assert w.last_error[0] == "offline" and "--weights none" in w.last_error[1]
     assert "Import a weights file" in shown[0] and "Continue untrained" in shown[0]
+    assert "EfficientNet-Lite0 installed with simviewer" in shown[0]
     # The choice re-indexes with the untrained network, visibly labelled.
     wait_indexed(qtbot, w)
     assert w.selected_weights() == "none" and "UNTRAINED" in w.model_label.text()
-    assert w.index.count == 9
+    assert w.index.manifest["model"]["arch"] == "resnet34" and w.index.count == 9
     w.close()
+
+
+def test_opening_an_indexed_library_keeps_its_model(qtbot, window, folder, tmp_path, monkeypatch):
+    from simviewer.core.library import Library
+
+    no_network(monkeypatch, tmp_path)
+    window.open_folder(folder)
+    wait_indexed(qtbot, window)
+    before = window.library.manifest()
+    with window.library.open_catalog() as cat:
+        vectors = cat.count_vectors()
+    assert before["model"]["arch"] == "resnet18"
+    # The toolbar shows (and the settings remember) another model; opening must not switch to it.
+    window.arch_box.setCurrentText("resnet34")
+    window.set_weights_choice("none")
+    window.settings.setValue("model/arch", "resnet34")
+    window.settings.setValue("model/weights", "none")
+    window.open_folder(folder)
+    wait_indexed(qtbot, window)
+    assert window.last_summary.embedded == 0 and not window.last_summary.cancelled
+    w2 = make_window(qtbot, tmp_path, window.settings)  # a restart, with the remembered choice
+    try:
+        assert w2.arch_box.currentText() == "resnet34"  # before a library is open: the remembered one
+        w2.open_folder(folder)
+        wait_indexed(qtbot, w2)
+        assert w2.last_summary.embedded == 0
+        # The toolbar now shows the library's model, and says why it is the one in use.
+        assert w2.arch_box.currentText() == "resnet18" and w2.selected_weights() == "none"
+        assert "ResNet-18" in w2.model_label.text() and "indexed with" in w2.model_label.toolTip()
+    finally:
+        w2.close()
+    after = Library(folder, window.library.index_dir).manifest()
+    assert after["model"]["fingerprint"] == before["model"]["fingerprint"]
+    assert after["generation"] == before["generation"]  # not even rebuilt
+    with window.library.open_catalog() as cat:
+        assert cat.count_vectors() == vectors  # nothing embedded with another model
+    assert window.last_error is None
+
+
+@pytest.mark.skipif(not bundled_model_installed(), reason="the bundled EfficientNet-Lite0 weights are not installed")
+def test_a_new_library_offline_gets_the_bundled_model_without_a_question(qtbot, tmp_path, monkeypatch):
+    no_network(monkeypatch, tmp_path)
+    photos = tmp_path / "few"
+    for i in range(4):
+        write_jpeg(photos / f"p{i}.jpg", make_photo(900 + i, size=(128, 96)))
+    settings = QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat)
+    settings.setValue("model/arch", "resnet18")  # a remembered choice that cannot be had offline
+    settings.setValue("model/weights", "imagenet")
+    w = recording_window(qtbot, tmp_path, settings)
+    try:
+        w.open_folder(photos)
+        wait_indexed(qtbot, w)
+        assert w.dialogs == [] and w.last_error is None
+        assert w.index.manifest["model"]["arch"] == BUNDLED_ARCH and w.index.count == 4
+        assert "EfficientNet-Lite0" in w.model_label.text() and "UNTRAINED" not in w.model_label.text()
+        assert "cannot be downloaded" in w.model_label.toolTip()
+        assert any(t.startswith("Model: EfficientNet-Lite0 · ImageNet (installed with simviewer) — ResNet-50 "
+                                "ImageNet weights are not cached and cannot be downloaded") for t in w.said)
+        assert w.arch_box.currentText() == BUNDLED_ARCH
+    finally:
+        w.close()
+
+
+@pytest.mark.skipif(not bundled_model_installed(), reason="the bundled EfficientNet-Lite0 weights are not installed")
+def test_a_failed_download_of_the_default_falls_back_on_its_own(qtbot, tmp_path, monkeypatch):
+    from simviewer.core import embedder as embedding
+
+    no_network(monkeypatch, tmp_path)
+    # The network looked reachable, so the default is an ImageNet ResNet; then the download fails.
+    monkeypatch.setattr(embedding, "default_model",
+                        lambda: embedding.ModelChoice("resnet18", "imagenet", "downloaded once, then cached"))
+    photos = tmp_path / "few"
+    for i in range(4):
+        write_jpeg(photos / f"p{i}.jpg", make_photo(950 + i, size=(128, 96)))
+    w = recording_window(qtbot, tmp_path)
+    try:
+        w.open_folder(photos)
+        wait_indexed(qtbot, w)
+        assert w.dialogs == [] and w.last_error is None  # not the offline dialog
+        assert w.index.manifest["model"]["arch"] == BUNDLED_ARCH and w.index.count == 4
+        assert any("ImageNet weights could not be downloaded" in t and "EfficientNet-Lite0" in t for t in w.said)
+        assert "could not be downloaded" in w.model_label.toolTip()
+    finally:
+        w.close()
+
+
+def test_indexing_says_it_calibrates_and_what_it_found(qtbot, window, folder):
+    said = []
+    say = window.say
+    window.say = lambda text: (said.append(text), say(text))
+    window.open_folder(folder)
+    wait_indexed(qtbot, window)
+    cal = window.last_summary.calibration
+    assert cal is not None and cal.photos == 9
+    calibrating = [t for t in said if t.startswith("Calibrating the duplicate threshold on your photos… ")]
+    assert calibrating and "9/9" in calibrating[-1]
+    assert window.status.text().endswith(f"Duplicates: {cal.summary()}")
 
 
 def test_switching_model_reindexes(qtbot, window, folder):
