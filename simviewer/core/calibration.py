@@ -43,11 +43,6 @@ CALIBRATION_VERSION = 1
 DEFAULT_SAMPLE = 200  # photos to edit: enough for a stable threshold, about a minute at most
 DEFAULT_K = 10  # the "different photo" of each sample photo is its k-th nearest neighbour
 EDITS_PER_PHOTO = 4
-# A photo with more than k copies in the library has one of them as its k-th neighbour, which is no
-# "different photo". The highest fifth of the k-th-neighbour scores is left out of the choice of the
-# threshold, so up to a fifth of the sample may be such photos (benchmarks/bench_quality.py: this
-# fixes a library where one photo has 12 copies and changes no other set's F1 by more than 0.001).
-NEGATIVE_TRIM = 0.2
 # Below this separation (true-positive rate minus false-positive rate at the best threshold) the
 # model cannot tell duplicates from different photos well enough to pre-select anything.
 MIN_SEPARATION = 0.8
@@ -128,20 +123,21 @@ def _rate(scores: Sequence[float], threshold: float) -> float:
 
 
 # -- the threshold ------------------------------------------------------------------------------
-def pick_threshold(positives: Sequence[float], negatives: Sequence[float],
-                   trim: float = NEGATIVE_TRIM) -> tuple[float, float]:
+def pick_threshold(positives: Sequence[float], negatives: Sequence[float]) -> tuple[float, float]:
     """(threshold, separation): the cut that maximises TPR - FPR, placed in the gap below it.
 
     Every distinct score is a candidate cut ("score >= cut is a duplicate"). Of the cuts with the
     best separation the middle one is taken, and the threshold is put halfway between it and the
     next lower score, so it sits in the gap between the two sets rather than on the weakest
-    duplicate. The highest *trim* share of the different photos' scores is left out (see
-    NEGATIVE_TRIM). With no different photos to compare with (a library of one photo), it sits as
-    far below the weakest duplicate as that one is below 1.
+    duplicate. With no different photos to compare with (a library of one photo), it sits as far
+    below the weakest duplicate as that one is below 1.
+
+    Leaving out the highest k-th-neighbour scores (photos with more than k copies, whose k-th
+    neighbour is a copy) was measured and rejected: it fixed one set where a photo has 12 copies
+    and cost untrained networks 0.14 F1 (benchmarks/bench_quality.py).
     """
     pos = np.sort(np.asarray(positives, np.float64))
     neg = np.sort(np.asarray(negatives, np.float64))
-    neg = neg[: max(1, int(np.ceil(len(neg) * (1.0 - trim))))] if len(neg) else neg
     if not len(pos):
         raise CalibrationError("no edited copies could be scored")
     if not len(neg):

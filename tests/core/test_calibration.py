@@ -18,7 +18,7 @@ from ..conftest import make_photo, write_jpeg
 def test_threshold_sits_in_the_gap_between_separated_sets():
     pos = [0.97, 0.95, 0.99, 0.93]
     neg = [0.70, 0.81, 0.85]
-    t, sep = calib.pick_threshold(pos, neg, trim=0.0)
+    t, sep = calib.pick_threshold(pos, neg)
     assert sep == 1.0
     assert t == pytest.approx((0.85 + 0.93) / 2)
 
@@ -35,18 +35,9 @@ def test_overlapping_sets_are_not_reliable():
 def test_threshold_balances_errors_when_sets_overlap_a_little():
     pos = [0.9] * 90 + [0.45] * 10  # a few edits destroyed their photo
     neg = [0.5] * 95 + [0.95] * 5  # a few real duplicates among the k-th neighbours
-    t, sep = calib.pick_threshold(pos, neg, trim=0.0)
+    t, sep = calib.pick_threshold(pos, neg)
     assert t == pytest.approx((0.5 + 0.9) / 2)  # the outliers on either side do not move it
     assert sep == pytest.approx(0.9 - 0.05)
-
-
-def test_photos_with_more_copies_than_k_do_not_push_the_threshold_up():
-    # 15 % of the sampled photos have so many copies that their k-th neighbour is one of them.
-    pos = list(np.linspace(0.82, 1.0, 95)) + list(np.linspace(0.7, 0.8, 5))
-    neg = [0.4] * 85 + [0.78] * 15
-    assert calib.pick_threshold(pos, neg, trim=0.0)[0] > 0.78  # would drop the weakest copies
-    t, sep = calib.pick_threshold(pos, neg)
-    assert 0.4 < t < 0.7 and sep == 1.0
 
 
 def test_no_negatives_gives_a_threshold_below_every_duplicate():
