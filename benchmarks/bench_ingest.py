@@ -47,6 +47,8 @@ VARIANTS: dict[str, dict] = {
     "naive": {"kind": "naive"},
     "before": {"decoders": "threads", "nice": 0, "batch": 32},
     "threads": {"decoders": "threads", "nice": 10, "batch": 16},
+    # without the mirrored/rotated copies and the calibration that a library update now adds
+    "threads-plain": {"decoders": "threads", "nice": 10, "batch": 16, "copies": False, "calibrate": False},
     "threads-nonice": {"decoders": "threads", "nice": 0, "batch": 16},
     "threads-nice19": {"decoders": "threads", "nice": 19, "batch": 16},
     "threads-b32": {"decoders": "threads", "nice": 10, "batch": 32},
@@ -257,7 +259,8 @@ def run_one(folder: Path, cfg: dict) -> dict:
             t = time.perf_counter()
             events = Library(folder, Path(tmp)).update(
                 emb, batch_size=cfg.get("batch", 16), workers=cfg.get("workers"),
-                decoders=cfg.get("decoders", "threads"), decoder_nice=cfg.get("nice", 10))
+                decoders=cfg.get("decoders", "threads"), decoder_nice=cfg.get("nice", 10),
+                calibrate=cfg.get("calibrate", True), **({} if cfg.get("copies", True) else {"variants": ()}))
             worker_peaks: dict[int, float] = {}
 
             def watch(ev):
