@@ -352,14 +352,14 @@ def _print_summary(library, s, why: str = "") -> None:
     print(f"  {speed}{s.seconds:.2f} s in all{unchanged}")
     if s.cancelled:
         print("  stopped early: the embeddings computed so far are kept; the previous index is still in use")
+    if s.calibration is not None:
+        print(f"  duplicates: {s.calibration.summary()}")
     if s.skipped:
         print("Skipped files:")
         for path, reason in s.skipped:
             print(f"  {path}: {reason}")
     for path, reason in s.folder_errors:
         print(f"  unreadable folder {path}: {reason}")
-    if s.calibration is not None:
-        print(f"  duplicates: {s.calibration.summary()}")
 
 
 # -- commands -----------------------------------------------------------------------------------
@@ -595,11 +595,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print(f"{library.folder}: {len(items)} labelled photos in {len(set(groups))} groups, {n_pairs} duplicate pairs")
     if missing:
         print(f"  {len(missing)} labelled photos are not in the index (skipped or absent), e.g. {missing[0]}")
-    print(f"  {'method':48s} {'dedup at ' + format(threshold, 'g'):>22s}   {'best threshold':>30s}   "
+    width = max(48, *(len(r.name) for r in reports))
+    print(f"  {'method':{width}s} {'dedup at ' + format(threshold, '.4f'):>22s}   {'best threshold':>30s}   "
           f"{'R@1':>5s} {'R@5':>5s} {'mAP':>5s}")
     for r in reports:
         a, b = r.at_threshold, r.best
-        print(f"  {r.name:48s} P {a.precision:.2f} R {a.recall:.2f} F1 {a.f1:.2f}   "
+        print(f"  {r.name:{width}s} P {a.precision:.2f} R {a.recall:.2f} F1 {a.f1:.2f}   "
               f"{b.threshold:.4f}: P {b.precision:.2f} R {b.recall:.2f} F1 {b.f1:.2f}   "
               f"{r.retrieval.recall_at_1:.2f}  {r.retrieval.recall_at_5:.2f}  {r.retrieval.mean_ap:.2f}")
     return 0

@@ -536,7 +536,8 @@ class Embedder:
             self.bf16_min_cosine = cos
             self._bf16_checked = True
             if cos < BF16_MIN_COSINE:
-                log.warning("bf16 drifts from fp32 (min cosine %.5f); using fp32 for %s", cos, self.label)
+                # Expected for some networks (EfficientNet-Lite's depthwise layers): not the user's problem.
+                log.info("bf16 drifts from fp32 (min cosine %.5f); using fp32 for %s", cos, self.label)
                 self.use_bf16 = False
                 out = self._forward(batch, bf16=False)
             else:
