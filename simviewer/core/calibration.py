@@ -252,12 +252,15 @@ def calibrate(
     seed: int = 0,
     batch_size: int = 32,
     should_stop: Callable[[], bool] | None = None,
+    variant_vectors: dict[str, dict[str, np.ndarray]] | None = None,
 ) -> Iterator[CalibrationProgress | Calibration]:
     """Measure the library's threshold; yields progress, ends with the Calibration.
 
     *paths* maps the index's keys to their files and *hashes* to their content hashes. Photos that
-    cannot be read now are left out of the sample. Raises CalibrationError if stopped, or if not a
-    single photo could be edited and scored.
+    cannot be read now are left out of the sample. *variant_vectors* (kind -> content hash ->
+    vector, as the library stores them) saves embedding each sampled photo and its turned copies
+    again: only the edited copies are embedded then. Raises CalibrationError if stopped, or if not
+    a single photo could be edited and scored.
     """
     if embedder.fingerprint != index.model_fingerprint:
         raise CalibrationError("the embedder does not match the index's model")
@@ -270,7 +273,7 @@ def calibrate(
     positives: list[float] = []
     queries: list[tuple[str, str, list[np.ndarray]]] = []
     yield CalibrationProgress(0, len(keys))
-    per_batch = max(1, batch_size // (1 + len(variant_kinds) + edits_per_photo))
+    per_batch = max(1, batch_size // edits_per_photo)
     for start in range(0, len(keys), per_batch):
         if should_stop():
             raise CalibrationError("calibration stopped")
@@ -282,21 +285,31 @@ def calibrate(
                 log.info("calibration leaves out %s: %s", key, exc)
                 continue
             chosen = [kinds[(n * edits_per_photo + e) % len(kinds)] for e in range(edits_per_photo)]
-            views = [im] + [VARIANTS[v](im) for v in variant_kinds] + [EDITS[c](im, rng) for c in chosen]
+            edits = [EDITS[c](im, rng) for c in chosen]
+            kept = [(variant_vectors or {}).get(v, {}).get(hashes[key]) for v in variant_kinds]
+            if all(v is not None for v in kept):
+                own = np.stack([index.vector(key), *kept])  # the vectors the duplicate finder uses
+                views = edits
+            else:
+                own = None
+                views = [im] + [VARIANTS[v](im) for v in variant_kinds] + edits
             images.extend(views)
-            owners.append((key, len(views)))
+            owners.append((key, own, len(views)))
         if not images:
             continue
         vecs = embedder.embed_images(images, batch_size=batch_size)
         at = 0
-        for key, count in owners:
-            own = vecs[at : at + 1 + len(variant_kinds)]
-            edits = vecs[at + 1 + len(variant_kinds) : at + count]
+        for key, own, count in owners:
+            if own is None:
+                own = vecs[at : at + 1 + len(variant_kinds)]
+                own[0] = index.vector(key)
+                at += 1 + len(variant_kinds)
+                count -= 1 + len(variant_kinds)
+            edits = vecs[at : at + count]
             at += count
             # A pair's score is its best over the variants of the original (as the finder scores it).
             positives.extend(float(s) for s in (edits @ own.T).max(axis=1))
-            stored = index.vector(key)
-            queries.append((key, hashes[key], [stored] + list(own[1:])))
+            queries.append((key, hashes[key], list(own)))
         yield CalibrationProgress(min(start + per_batch, len(keys)), len(keys))
     if not positives:
         raise CalibrationError("none of the sampled photos could be read")

@@ -420,10 +420,16 @@ class Library:
             return current
         hashes = dict(cat.indexed_keys(embedder.fingerprint))
         paths = {key: self.folder / key for key in hashes}
+        # The turned copies of the photos calibration will sample (the same sample: same keys, same seed).
+        sampled = [hashes[key] for key in calib.sample_keys(list(hashes), calib.DEFAULT_SAMPLE)]
+        variants = {kind: {h: v for h in sampled
+                           if (v := cat.vector(h, variant_model(embedder.fingerprint, kind))) is not None}
+                    for kind in VARIANTS}
         index = self.load_index(embedder.fingerprint)
         try:
             result = None
-            for ev in calib.calibrate(index, paths, hashes, embedder, should_stop=should_stop):
+            for ev in calib.calibrate(index, paths, hashes, embedder, should_stop=should_stop,
+                                      variant_vectors=variants):
                 if isinstance(ev, Calibration):
                     result = ev
                 else:

@@ -91,3 +91,17 @@ def test_pretrained_model_separates_edited_copies_from_other_photos(tmp_path):
     # An unchanged library is not calibrated again.
     again = final_summary(lib.update(Embedder("efficientnet_lite0", "imagenet")))
     assert again.calibration.created == cal.created
+
+
+def test_calibration_embeds_only_the_edited_copies_of_an_indexed_library(tmp_path):
+    class Counting(Embedder):
+        images = 0
+
+        def embed_images(self, images, batch_size=32):
+            Counting.images += len(images)
+            return super().embed_images(images, batch_size)
+
+    lib = _library(tmp_path, 10)
+    cal = final_summary(lib.update(Counting("resnet18", "none"))).calibration
+    # The photos and their turned copies were embedded while indexing; calibration reuses them.
+    assert cal.photos == 10 and Counting.images == 10 * calib.EDITS_PER_PHOTO
