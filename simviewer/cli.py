@@ -105,16 +105,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("dedup", help="find groups of near-duplicate photos; optionally clean them up",
                        description="Group FOLDER's near-duplicates (every member within the threshold of its "
-                                   "group's keeper), report them, and optionally move every non-keeper to the "
-                                   "system trash or to a folder. Every move is journalled first: --undo puts "
-                                   "the files back. Reference folders are never touched.")
+                                   "group's keeper), report them, and optionally move the sure duplicates to the "
+                                   "system trash or to a folder. Sure duplicates are exact copies and members as "
+                                   "alike as a typical edited copy of the library's photos (its calibrated sure "
+                                   "level); the others are listed as (similar, check): they may be another photo "
+                                   "of the same subject, and are moved only with --include-similar. Every move is "
+                                   "journalled first: --undo puts the files back. Reference folders are never "
+                                   "touched.")
     p.add_argument("folder", metavar="FOLDER")
     p.add_argument("--threshold", type=float, default=None,
-                   help="cosine similarity at or above which two photos are duplicates (default 0.95; "
-                        "0.9972 for an untrained ResNet-18, 0.99947 for an untrained ResNet-50)")
-    p.add_argument("--invariant", action="store_true",
-                   help="also match mirrored and rotated (90/180/270 degree) copies; embeds three "
-                        "variants of each photo once, then they are kept in the catalog")
+                   help="cosine similarity at or above which two photos are duplicates (default: the "
+                        "threshold calibrated on this library for its model)")
+    p.add_argument("--invariant", action=argparse.BooleanOptionalAction, default=True,
+                   help="also match mirrored and rotated (90/180/270 degree) copies (default on; their "
+                        "vectors are made while indexing); --no-invariant compares the photos as they are")
     p.add_argument("--min", dest="min_score", type=float, help="only pairs at least this similar")
     p.add_argument("--max", dest="max_score", type=float,
                    help="only pairs at most this similar (0.9999 leaves byte-identical copies out)")
@@ -126,10 +130,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="FILE", help="write the groups as JSON")
     p.add_argument("--csv", metavar="FILE", help="write the groups as CSV")
     action = p.add_mutually_exclusive_group()
-    action.add_argument("--trash", action="store_true", help="move every non-keeper to the system trash")
-    action.add_argument("--move-to", metavar="DIR", help="move every non-keeper under DIR, keeping its relative path")
+    action.add_argument("--trash", action="store_true", help="move the sure duplicates to the system trash")
+    action.add_argument("--move-to", metavar="DIR", help="move the sure duplicates under DIR, keeping their relative "
+                                                         "paths")
     action.add_argument("--undo", nargs="?", const="latest", metavar="JOURNAL",
                         help="put back the files of the last clean-up (or of JOURNAL)")
+    p.add_argument("--include-similar", action="store_true",
+                   help="--trash/--move-to also move the members marked (similar, check): every non-keeper")
     p.add_argument("--dry-run", action="store_true", help="say what --trash/--move-to would do, do nothing")
     _add_library_args(p, None, None)
 
@@ -141,9 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", required=True, metavar="LABELS.csv",
                    help="CSV with header path,group (path relative to FOLDER); same group = duplicates")
     p.add_argument("--threshold", type=float, default=None,
-                   help="dedup threshold to score (default: the model's, as for dedup)")
-    p.add_argument("--invariant", action="store_true",
-                   help="score flip/rotation-invariant matching, as dedup --invariant does")
+                   help="dedup threshold to score (default: the library's calibrated one, as for dedup)")
+    p.add_argument("--invariant", action=argparse.BooleanOptionalAction, default=True,
+                   help="score flip/rotation-invariant matching, as dedup does by default")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     _add_library_args(p, None, None)
 
@@ -513,15 +520,23 @@ def cmd_dedup(args: argparse.Namespace) -> int:
     floor = min(threshold, args.min_score if args.min_score is not None else threshold)
     variants = _variant_vectors(library, index, args, items) if args.invariant else None
     groups = dedup.group(dedup.Neighbours.compute(index, items, floor=floor, variants=variants), opts)
+    # Above the sure level a member is as alike as a typical edited copy; below it (but above the
+    # threshold) it may be another photo of the same subject: listed to check, moved only on request.
+    sure_level = calibration.sure_level if calibration is not None else None
     if args.json:
-        dedup.write_json(groups, threshold, args.json)
+        dedup.write_json(groups, threshold, args.json, sure_level)
     if args.csv:
-        dedup.write_csv(groups, args.csv)
+        dedup.write_csv(groups, args.csv, sure_level)
     reclaim = sum(g.reclaimable for g in groups)
     untrained = " (untrained model)" if index.manifest["model"].get("untrained") else ""
     how = "given" if args.threshold is not None else "calibrated on this library"
+    sure = sum(len(g.sure(sure_level)) for g in groups)
+    check = sum(len(g.to_check(sure_level)) for g in groups)
+    level = f"cosine >= {sure_level:.4f} or exact copies" if sure_level is not None else \
+        "exact copies only: no calibration"
     print(f"{len(groups)} groups of near-duplicates at cosine >= {threshold:.4f} ({how}){untrained}: "
-          f"{sum(len(g.members) - 1 for g in groups)} files to remove, {human_size(reclaim)} to reclaim")
+          f"{sum(len(g.members) - 1 for g in groups)} duplicates, {human_size(reclaim)} to reclaim; "
+          f"{sure} sure duplicates ({level}), {check} similar to check")
     if unreliable:
         print(f"warning: {calibration.summary()}", file=sys.stderr)
     for g in groups[:50] if (args.trash or args.move_to) else groups:
@@ -529,7 +544,8 @@ def cmd_dedup(args: argparse.Namespace) -> int:
         print(f"keep {g.keeper.path}{kind}")
         for m in g.members[1:]:
             how = f"  ({m.via})" if m.via else ""
-            print(f"  {m.score * 100:6.2f}%  {m.item.path}{how}")
+            mark = "" if dedup.is_sure(m, sure_level) else "  (similar, check)"
+            print(f"  {m.score * 100:6.2f}%  {m.item.path}{how}{mark}")
     if not (args.trash or args.move_to):
         return 0
 
@@ -537,8 +553,11 @@ def cmd_dedup(args: argparse.Namespace) -> int:
         raise CliError("nothing was moved: this model cannot tell duplicates apart reliably on this library; "
                        "index with the pretrained model (--model efficientnet_lite0), or give --threshold to "
                        "decide yourself")
-    plan = dedup.plan_removals(groups, reference=reference)
+    plan = dedup.plan_removals(groups, reference=reference, sure_level=sure_level,
+                               include_similar=args.include_similar)
     where = "the system trash" if args.trash else args.move_to
+    if check and not args.include_similar:
+        print(f"{check} similar photos to check are left where they are (--include-similar moves them too)")
     if args.dry_run:
         print(f"dry run: would move {len(plan)} files ({human_size(sum(p.item.size for p in plan))}) to {where}")
         return 0

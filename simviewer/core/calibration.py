@@ -82,6 +82,21 @@ class Calibration:
     def false_positive_rate(self) -> float:
         return _rate(self.negatives, self.threshold)
 
+    @property
+    def sure_level(self) -> float:
+        """The score from which a pair is a *sure* duplicate: the median of the edited copies'
+        scores, never below the threshold.
+
+        Between the threshold and this level a pair may be an edited copy or a different photo of
+        the same subject (another viewpoint, the next shot of a burst): with a pretrained model
+        those score as high as a crop, so the score cannot tell them apart, and such members are
+        shown to be checked, never pre-selected. From the median up a pair is as alike as half of
+        the library's own edited copies. Without edited copies to go by, only a perfect score is
+        sure."""
+        if not self.positives:
+            return 1.0
+        return max(self.threshold, float(np.median(self.positives)))
+
     def summary(self) -> str:
         """One line for a status bar or a terminal."""
         if not self.reliable:

@@ -7,6 +7,11 @@ is itself within the threshold of it; the rest of the set is grouped again the s
 member of a group is within the threshold of its keeper: A~B and B~C never put A and C together
 unless A~C too (or one of them is the keeper both are close to).
 
+Two levels inside a group: *sure* duplicates (byte-identical to the keeper, or at least as alike
+as the calibration's sure level, ``Calibration.sure_level``) and *similar* members, above the
+threshold but below that level, which may be another photo of the same subject: those are shown
+to be checked and are never planned for removal unless asked for (:func:`plan_removals`).
+
 Neighbours are computed once per index (down to a floor below any threshold the user will try),
 so moving the threshold only re-filters and regroups cached pairs.
 """
@@ -111,6 +116,21 @@ class Group:
     @property
     def exact(self) -> bool:
         return all(m.exact for m in self.members[1:])
+
+    def sure(self, sure_level: float | None) -> list[Member]:
+        """The members but the keeper that are sure duplicates of it (see :func:`is_sure`)."""
+        return [m for m in self.members[1:] if is_sure(m, sure_level)]
+
+    def to_check(self, sure_level: float | None) -> list[Member]:
+        """The members but the keeper that are only similar: to be checked by eye."""
+        return [m for m in self.members[1:] if not is_sure(m, sure_level)]
+
+
+def is_sure(member: Member, sure_level: float | None) -> bool:
+    """Whether *member* is a sure duplicate of its keeper: byte-identical to it, or scoring at
+    least *sure_level* (``Calibration.sure_level``). Without a sure level only exact copies are.
+    The rest of a group is above the threshold but may be a different photo of the same subject."""
+    return member.exact or (sure_level is not None and member.score >= sure_level)
 
 
 # -- neighbours ---------------------------------------------------------------------------------
@@ -365,33 +385,36 @@ def group(nb: Neighbours, opts: GroupingOptions) -> list[Group]:
 
 
 # -- reports ------------------------------------------------------------------------------------
-def report_dict(groups: Sequence[Group], threshold: float) -> dict:
-    """The contract's JSON: items list the whole group, keeper included; paths absolute."""
+def report_dict(groups: Sequence[Group], threshold: float, sure_level: float | None = None) -> dict:
+    """The contract's JSON: items list the whole group, keeper included; paths absolute. Each item
+    says whether it is a sure duplicate of the keeper (:func:`is_sure`; the keeper: true)."""
     return {
         "threshold": threshold,
         "groups": [
             {"keep": str(g.keeper.path),
-             "items": [{"path": str(m.item.path), "score": round(m.score, 6)} for m in g.members]}
+             "items": [{"path": str(m.item.path), "score": round(m.score, 6), "sure": is_sure(m, sure_level)}
+                       for m in g.members]}
             for g in groups
         ],
     }
 
 
-def write_json(groups: Sequence[Group], threshold: float, path: str | os.PathLike) -> None:
-    _atomic_write(Path(path), json.dumps(report_dict(groups, threshold), indent=2))
+def write_json(groups: Sequence[Group], threshold: float, path: str | os.PathLike,
+               sure_level: float | None = None) -> None:
+    _atomic_write(Path(path), json.dumps(report_dict(groups, threshold, sure_level), indent=2))
 
 
-def write_csv(groups: Sequence[Group], path: str | os.PathLike) -> None:
+def write_csv(groups: Sequence[Group], path: str | os.PathLike, sure_level: float | None = None) -> None:
     import io
 
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["group", "path", "keep", "score", "exact", "bytes", "width", "height", "matched_as"])
+    w.writerow(["group", "path", "keep", "score", "exact", "bytes", "width", "height", "matched_as", "sure"])
     for n, g in enumerate(groups, 1):
         for m in g.members:
             it = m.item
             w.writerow([n, str(it.path), int(m.item is g.keeper), f"{m.score:.6f}", int(m.exact), it.size,
-                        it.width or "", it.height or "", m.via or "as is"])
+                        it.width or "", it.height or "", m.via or "as is", int(is_sure(m, sure_level))])
     _atomic_write(Path(path), buf.getvalue())
 
 
@@ -410,16 +433,20 @@ class PlannedMove:
 
 
 def plan_removals(groups: Sequence[Group], selected: dict[str, set[str]] | None = None,
-                  reference: Sequence[Path] = ()) -> list[PlannedMove]:
-    """What would be moved: by default every member but the keeper and those in reference folders.
+                  reference: Sequence[Path] = (), *, sure_level: float | None = None,
+                  include_similar: bool = False) -> list[PlannedMove]:
+    """What would be moved: by default the sure duplicates of each keeper (:func:`is_sure`: exact
+    copies, and members scoring at least *sure_level*; without one, exact copies only), or every
+    member but the keeper with *include_similar*; never one in a reference folder.
 
-    *selected* maps a keeper's key to the member keys the user chose instead. Refused: removing
-    a whole group, and a chosen file inside a reference folder.
+    *selected* maps a keeper's key to the member keys the user chose instead (sure or not).
+    Refused: removing a whole group, and a chosen file inside a reference folder.
     """
     plan = []
     for g in groups:
         if selected is None:
-            keys = {m.item.key for m in g.members[1:] if not in_folders(m.item.path, reference)}
+            keys = {m.item.key for m in g.members[1:] if not in_folders(m.item.path, reference)
+                    and (include_similar or is_sure(m, sure_level))}
         else:
             keys = selected.get(g.keeper.key, set())
         chosen = [m.item for m in g.members if m.item.key in keys]

@@ -4,6 +4,10 @@ Neighbours come from the library's Annoy index once (on a worker, down to a floo
 threshold), so moving the slider only regroups cached pairs on the GUI thread (tens of ms at 10k
 photos). Clean-ups run :func:`core.dedup.execute` on a worker: every move is journalled first, the
 Undo button replays the journal backwards, and the library is re-indexed afterwards.
+
+Only sure duplicates (exact copies, and members at or above the calibration's sure level) are
+pre-selected; the other members are marked "similar — check" and ticked only by hand or with
+"Select similar too".
 """
 
 from __future__ import annotations
@@ -60,6 +64,8 @@ KEEPER_PRESETS = {
 }
 KEEP_COLOUR = QColor(39, 174, 96)
 MOVE_COLOUR = QColor(192, 57, 43)
+CHECK_COLOUR = QColor(202, 111, 30)  # amber: similar, but maybe another photo of the same subject
+CHECK_TEXT = "similar — check"
 COLUMNS = ("Move", "Photo", "Similarity", "Resolution", "Size", "Date", "Folder")
 UNRELIABLE_TEXT = ("This model cannot tell duplicates apart reliably on your photos — use the pretrained model "
                    "or fine-tune it")
@@ -137,7 +143,7 @@ class DuplicatesTab(QWidget):
         self.invariant_box = QCheckBox("Mirrored and rotated copies")
         self.invariant_box.setToolTip("Also match photos that were flipped or turned by 90/180/270°. "
                                       "The first search embeds three copies of every photo; they are kept.")
-        self.invariant_box.setChecked(self.main.settings.value("dedup/invariant", "false") == "true")
+        self.invariant_box.setChecked(self.main.settings.value("dedup/invariant", "true") == "true")
         self.invariant_box.toggled.connect(self._invariant_toggled)
         self.exact_box = QCheckBox("Leave out exact copies")
         self.exact_box.setToolTip("Show only edited copies (crops, re-saves, resizes), not byte-identical files")
@@ -235,8 +241,13 @@ class DuplicatesTab(QWidget):
         split.setSizes([300, 980])
 
         self.rules_button = QPushButton("Select by the rules")
-        self.rules_button.setToolTip("Forget manual choices: move every photo but each group's keeper")
+        self.rules_button.setToolTip("Forget manual choices: move the sure duplicates of each group's keeper "
+                                     "(exact copies, and photos as alike as a typical edited copy)")
         self.rules_button.clicked.connect(self.select_by_rules)
+        self.similar_button = QPushButton("Select similar too")
+        self.similar_button.setToolTip("Also tick the photos marked “similar — check”: they may be other shots "
+                                       "of the same subject rather than copies, so look at them first")
+        self.similar_button.clicked.connect(self.select_similar)
         self.none_button = QPushButton("Select none")
         self.none_button.clicked.connect(self.select_none)
         self.action_box = QComboBox()
@@ -260,6 +271,7 @@ class DuplicatesTab(QWidget):
         self.status.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         bottom = QHBoxLayout()
         bottom.addWidget(self.rules_button)
+        bottom.addWidget(self.similar_button)
         bottom.addWidget(self.none_button)
         bottom.addWidget(self.status, 1)
         bottom.addWidget(self.progress)
@@ -595,9 +607,16 @@ class DuplicatesTab(QWidget):
         self._show_groups(keep=current.keeper.key if current else None)
 
     # -- selection -----------------------------------------------------------------------------
+    def sure_level(self) -> float | None:
+        """The calibration's sure level (``Calibration.sure_level``): members below it are only
+        similar, to be checked, and never pre-selected."""
+        return self.calibration.sure_level if self.calibration is not None else None
+
     def _chosen(self, g: dedup.Group) -> tuple[set[str], set[str]]:
-        default = {m.item.key for m in g.members[1:] if not dedup.in_folders(m.item.path, self.reference)} \
-            if self.use_rules else set()
+        """(what is ticked, what the rules pre-select): the sure duplicates outside protected folders."""
+        level = self.sure_level()
+        default = {m.item.key for m in g.members[1:] if not dedup.in_folders(m.item.path, self.reference)
+                   and dedup.is_sure(m, level)} if self.use_rules else set()
         chosen = {m.item.key for m in g.members
                   if self.overrides.get(m.item.key, m.item.key in default)
                   and not dedup.in_folders(m.item.path, self.reference)}
@@ -625,6 +644,18 @@ class DuplicatesTab(QWidget):
         self.use_rules = True
         self._show_warning()
         self.overrides.clear()
+        self._show_groups(keep=self.current_group().keeper.key if self.current_group() else None)
+
+    def select_similar(self) -> None:
+        """Tick the members marked "similar — check" as well (the sure ones keep their ticks)."""
+        level = self.sure_level()
+        for g in self.groups:
+            for m in g.to_check(level):
+                if dedup.in_folders(m.item.path, self.reference):
+                    continue
+                self.overrides[m.item.key] = True
+                if len(self._chosen(g)[0]) >= len(g.members):  # never the whole group
+                    self.overrides[m.item.key] = False
         self._show_groups(keep=self.current_group().keeper.key if self.current_group() else None)
 
     def select_none(self) -> None:
@@ -668,7 +699,9 @@ class DuplicatesTab(QWidget):
         kind = "exact copies" if g.exact else f"≥ {min(m.score for m in g.members) * 100:.2f} %"
         chosen = self.selection(g)
         size = sum(m.item.size for m in g.members if m.item.key in chosen)
-        return f"{len(g.members)} photos · {kind}\n{g.keeper.path.name}\n{len(chosen)} to move · {human_size(size)}"
+        check = len(g.to_check(self.sure_level()))
+        return (f"{len(g.members)} photos · {kind}\n{g.keeper.path.name}\n{len(chosen)} to move · {human_size(size)}"
+                + (f" · {check} check" if check else ""))
 
     def _show_groups(self, keep: str | None = None) -> None:
         self.group_list.blockSignals(True)
@@ -705,11 +738,22 @@ class DuplicatesTab(QWidget):
         files, size = self.planned()
         untrained = " (untrained model)" if self.main.index and \
             self.main.index.manifest["model"].get("untrained") else ""
+        level = self.sure_level()
+        sure = similar = ticked = 0
+        for g in self.groups:
+            chosen = self.selection(g)
+            for m in g.members[1:]:
+                if dedup.is_sure(m, level):
+                    sure += m.item.key in chosen
+                else:
+                    similar += 1
+                    ticked += m.item.key in chosen
         self.summary.setText(
             f"{len(self.groups)} groups at ≥ {self.threshold * 100:.{2 if self.floor < 0.9 else 4}f} % similarity"
             f"{untrained}: {sum(len(g.members) - 1 for g in self.groups)} duplicates, "
             f"{human_size(sum(g.reclaimable for g in self.groups))} to reclaim; "
-            f"{files} selected ({human_size(size)})"
+            f"{sure} sure duplicates selected, {similar} similar to check"
+            + (f" ({ticked} ticked)" if ticked else "") + f"; {files} selected ({human_size(size)})"
         )
         for n, g in enumerate(self.groups):
             item = self.group_list.item(n)
@@ -725,6 +769,7 @@ class DuplicatesTab(QWidget):
 
     def _fill_members(self, g: dedup.Group, select: str | None) -> None:
         moving = self.selection(g)
+        level = self.sure_level()
         self.table.blockSignals(True)
         self.table.setRowCount(len(g.members))
         self._member_row = {}
@@ -740,20 +785,32 @@ class DuplicatesTab(QWidget):
                 check.setFlags(Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable
                                | Qt.ItemFlag.ItemIsUserCheckable)
                 check.setCheckState(Qt.CheckState.Checked if it.key in moving else Qt.CheckState.Unchecked)
-            name = QTableWidgetItem(("★ keep  " if it.key not in moving else "") + it.path.name)
-            name.setForeground(QBrush(MOVE_COLOUR if it.key in moving else KEEP_COLOUR))
+            # One keeper per group; the other photos that stay are just not moved (no second star).
+            kept_by_rule = it.key not in moving and m is next(x for x in g.members if x.item.key not in moving)
+            name = QTableWidgetItem(("★ keep  " if kept_by_rule else "") + it.path.name)
+            if it.key in moving or kept_by_rule:
+                name.setForeground(QBrush(MOVE_COLOUR if it.key in moving else KEEP_COLOUR))
             pm = self.main.cache.get(str(it.path))
             if pm is not None:
                 name.setIcon(QIcon(pm))
             else:
                 self.main.loader.request(str(it.path))
+            similar = r > 0 and not dedup.is_sure(m, level)
             if r == 0:
                 score = "keeper"
             else:
                 score = "exact copy" if m.exact else f"{m.score * 100:.2f} %"
                 if m.via:
                     score += f" ({m.via})"
-            cells = [check, name, QTableWidgetItem(score),
+                if similar:
+                    score += " · check"  # short: the column must leave the name room at 1024 px
+            similarity = QTableWidgetItem(score)
+            if similar:
+                similarity.setForeground(QBrush(CHECK_COLOUR))
+                similarity.setToolTip("Above the threshold, but less alike than a typical edited copy of your "
+                                      "photos: it may be another shot of the same subject. Not selected "
+                                      "unless you tick it.")
+            cells = [check, name, similarity,
                      QTableWidgetItem(f"{it.width}×{it.height}" if it.width else "?"),
                      QTableWidgetItem(human_size(it.size)), QTableWidgetItem(_date(it)),
                      QTableWidgetItem(self._folder_of(it.path))]
@@ -797,17 +854,20 @@ class DuplicatesTab(QWidget):
         keeper = next((m for m in g.members if m.item.key not in moving), g.members[0])
         other = g.members[row] if g.members[row] is not keeper else next(
             (m for m in g.members if m is not keeper), keeper)
-        self._caption(self.keeper_caption, keeper, moving, g)
-        self._caption(self.member_caption, other, moving, g)
+        self._caption(self.keeper_caption, keeper, moving, g, keeper)
+        self._caption(self.member_caption, other, moving, g, keeper)
         self._preview(self.keeper_pane, str(keeper.item.path))
         self._preview(self.member_pane, str(other.item.path))
 
-    def _caption(self, label: QLabel, m: dedup.Member, moving: set[str], g: dedup.Group) -> None:
+    def _caption(self, label: QLabel, m: dedup.Member, moving: set[str], g: dedup.Group,
+                 keeper: dedup.Member) -> None:
         it = m.item
-        fate = "will be moved" if it.key in moving else "★ KEEP"
-        colour = MOVE_COLOUR if it.key in moving else KEEP_COLOUR
+        fate = "will be moved" if it.key in moving else "★ KEEP" if m is keeper else "stays (not ticked)"
+        colour = MOVE_COLOUR if it.key in moving else KEEP_COLOUR if m is keeper else self.palette().text().color()
         score = "" if m is g.members[0] else (" · exact copy" if m.exact else f" · {m.score * 100:.2f} %"
                                               + (f" ({m.via})" if m.via else ""))
+        if m is not g.members[0] and not dedup.is_sure(m, self.sure_level()):
+            score += f" · <span style='color:{CHECK_COLOUR.name()}'>{CHECK_TEXT}</span>"
         res = f"{it.width}×{it.height}, " if it.width else ""
         label.setText(f"<b style='color:{colour.name()}'>{fate}</b> &nbsp; {it.path.name} — "
                       f"{res}{human_size(it.size)}, {_date(it)}{score}")
@@ -879,9 +939,9 @@ class DuplicatesTab(QWidget):
 
     def write_report(self, path: Path) -> None:
         if path.suffix.lower() == ".json":
-            dedup.write_json(self.groups, self.threshold, path)
+            dedup.write_json(self.groups, self.threshold, path, self.sure_level())
         else:
-            dedup.write_csv(self.groups, path)
+            dedup.write_csv(self.groups, path, self.sure_level())
         self.status.setText(f"Report written to {path}")
 
     def clean_up(self, move_to: Path | None = None) -> None:
@@ -999,5 +1059,7 @@ class DuplicatesTab(QWidget):
         for b in (self.act_button, self.rules_button, self.none_button, self.export_button, self.keep_button,
                   self.not_dup_button, self.compare_button):
             b.setEnabled(have)
+        level = self.sure_level() if self.groups else None
+        self.similar_button.setEnabled(have and any(g.to_check(level) for g in self.groups))
         self.act_button.setEnabled(have and files > 0)
         self.undo_button.setEnabled(has_library and not busy and self.undoable_journal() is not None)

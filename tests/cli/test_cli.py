@@ -193,7 +193,7 @@ def test_dedup_json_contract_dry_run_move_and_undo(tmp_path):
         assert set(g) == {"keep", "items"}
         paths = [it["path"] for it in g["items"]]
         assert g["keep"] == paths[0] and all(os.path.isabs(p) for p in paths)
-        assert all(set(it) == {"path", "score"} for it in g["items"])
+        assert all(set(it) == {"path", "score", "sure"} for it in g["items"])
         assert sorted(os.path.basename(p) for p in paths)[0].removesuffix(".jpg") + "_small.jpg" == \
             os.path.basename(paths[1])
     assert (tmp_path / "report.csv").read_text().splitlines()[0].startswith("group,path,keep,score")
@@ -218,6 +218,48 @@ def test_dedup_json_contract_dry_run_move_and_undo(tmp_path):
     assert hits[0]["path"] == str(root / "edits" / "o1_small.jpg")
 
 
+def test_dedup_moves_sure_duplicates_and_similar_ones_only_when_asked(tmp_path):
+    root = tmp_path / "photos"
+    im = make_photo(310)
+    write_jpeg(root / "orig.jpg", im)
+    (root / "orig_copy.jpg").write_bytes((root / "orig.jpg").read_bytes())
+    write_jpeg(root / "look" / "orig_small.jpg", EDITS["resized"](im))
+    for i in range(3):
+        write_jpeg(root / f"other{i}.jpg", make_photo(320 + i))
+    idx = tmp_path / "idx"
+    model = ["--index-dir", idx, "--model", "resnet18", "--weights", "none"]
+    common = [*model, "--threshold", "0.998"]
+    simviewer("index", root, *model)
+    # A calibration whose edited copies are all more alike than the half-size copy: that one is
+    # then only similar to its original, as another photo of the same subject would be.
+    (cal_file,) = idx.rglob("calibration.json")
+    cal = json.loads(cal_file.read_text())
+    cal["positives"] = [0.99999]
+    cal_file.write_text(json.dumps(cal))
+
+    report = tmp_path / "r.json"
+    out = simviewer("dedup", root, *common, "--json", report)
+    lines = out.stdout.splitlines()
+    assert any("orig_small.jpg" in ln and ln.endswith("(similar, check)") for ln in lines)
+    assert any("orig_copy.jpg" in ln and "check" not in ln for ln in lines)
+    assert "1 sure duplicates" in out.stdout and "1 similar to check" in out.stdout
+    (group,) = json.loads(report.read_text())["groups"]
+    assert {os.path.basename(it["path"]): it["sure"] for it in group["items"]} == {
+        "orig.jpg": True, "orig_copy.jpg": True, "orig_small.jpg": False}
+
+    moved = simviewer("dedup", root, *common, "--move-to", tmp_path / "dups")
+    assert sorted(p.relative_to(tmp_path / "dups").as_posix() for p in (tmp_path / "dups").rglob("*.jpg")) == [
+        "orig_copy.jpg"]
+    assert (root / "look" / "orig_small.jpg").exists() and "--include-similar" in moved.stdout
+    simviewer("dedup", root, *common, "--undo")
+    assert (root / "orig_copy.jpg").exists()
+
+    simviewer("dedup", root, *common, "--move-to", tmp_path / "all", "--include-similar")
+    assert sorted(p.relative_to(tmp_path / "all").as_posix() for p in (tmp_path / "all").rglob("*.jpg")) == [
+        "look/orig_small.jpg", "orig_copy.jpg"]
+    assert (root / "orig.jpg").exists()
+
+
 def test_dedup_invariant_finds_a_rotated_copy_from_the_command_line(tmp_path):
     root = tmp_path / "photos"
     im = make_photo(121)
@@ -232,8 +274,8 @@ def test_dedup_invariant_finds_a_rotated_copy_from_the_command_line(tmp_path):
         return [sorted(os.path.basename(it["path"]) for it in g["items"])
                 for g in json.loads(report.read_text())["groups"]]
 
-    assert pairs() == []
-    assert pairs("--invariant") == [["orig.jpg", "rot.jpg"]]
+    assert pairs("--no-invariant") == []
+    assert pairs() == [["orig.jpg", "rot.jpg"]]  # matching turned copies is the default
 
 
 def test_dedup_bad_values_are_reported():

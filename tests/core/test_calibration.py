@@ -105,3 +105,17 @@ def test_calibration_embeds_only_the_edited_copies_of_an_indexed_library(tmp_pat
     cal = final_summary(lib.update(Counting("resnet18", "none"))).calibration
     # The photos and their turned copies were embedded while indexing; calibration reuses them.
     assert cal.photos == 10 and Counting.images == 10 * calib.EDITS_PER_PHOTO
+
+
+def test_sure_level_is_the_median_edited_copy_never_below_the_threshold():
+    def cal(threshold, positives):
+        return calib.Calibration("m", threshold, 1.0, True, 3, 3, 2, positives, (0.5,), 1.0, 0.0)
+
+    # Half the library's edited copies score at least this: a pair there is as alike as a copy.
+    assert cal(0.64, (0.70, 0.83, 0.90, 0.95, 0.99)).sure_level == pytest.approx(0.90)
+    assert cal(0.64, (0.80, 0.90)).sure_level == pytest.approx(0.85)
+    # Edits that wrecked most photos do not pull it under the threshold.
+    assert cal(0.64, (0.40, 0.50, 0.90)).sure_level == 0.64
+    assert cal(0.64, ()).sure_level == 1.0  # no edited copies: only a perfect score is sure
+    stored = calib.Calibration.from_dict(cal(0.64, (0.70, 0.83, 0.90)).to_dict())
+    assert stored.sure_level == pytest.approx(0.83)  # derived, not stored

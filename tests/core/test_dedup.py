@@ -87,6 +87,41 @@ def test_no_chaining_through_a_middle_photo():
     assert [[m.item.key for m in g.members] for g in groups] == [["b.jpg", "a.jpg", "c.jpg"]]
 
 
+def sure_and_similar_group() -> dedup.Group:
+    """A keeper with an exact copy (same content), an edited copy at 0.95 and a look-alike at 0.80
+    (another photo of the same subject), all above the threshold of 0.70."""
+    items = fake_items([("keep.jpg", "hk", 30, 400, None), ("keep_copy.jpg", "hk", 30, 400, None),
+                        ("crop.jpg", "hc", 20, 300, None), ("other_view.jpg", "hv", 20, 300, None)])
+    # Pairs of the same content score 1.0 (Neighbours.search does that).
+    nb = Neighbours(items, np.array([0, 0, 0, 1, 1, 2]), np.array([1, 2, 3, 2, 3, 3]),
+                    np.array([1.0, 0.95, 0.80, 0.95, 0.80, 0.78]), 0.5)
+    (g,) = dedup.group(nb, GroupingOptions(threshold=0.70, rules=("resolution", "shortest-path")))
+    assert [m.item.key for m in g.members] == ["keep.jpg", "keep_copy.jpg", "crop.jpg", "other_view.jpg"]
+    return g
+
+
+def test_only_sure_duplicates_are_planned_by_default():
+    g = sure_and_similar_group()
+    assert [m.item.key for m in g.sure(0.9)] == ["keep_copy.jpg", "crop.jpg"]
+    assert [m.item.key for m in g.to_check(0.9)] == ["other_view.jpg"]
+    assert dedup.is_sure(g.members[1], 1.0) and not dedup.is_sure(g.members[2], None)  # exact copies always
+    planned = [p.item.key for p in dedup.plan_removals([g], sure_level=0.9)]
+    assert planned == ["keep_copy.jpg", "crop.jpg"]
+    # Without a sure level only the exact copy is sure; asked for, every similar one too.
+    assert [p.item.key for p in dedup.plan_removals([g])] == ["keep_copy.jpg"]
+    assert [p.item.key for p in dedup.plan_removals([g], sure_level=0.9, include_similar=True)] == [
+        "keep_copy.jpg", "crop.jpg", "other_view.jpg"]
+    # The user's own choice stands, similar or not; the old guarantees hold.
+    chosen = dedup.plan_removals([g], selected={"keep.jpg": {"other_view.jpg"}}, sure_level=0.9)
+    assert [p.item.key for p in chosen] == ["other_view.jpg"]
+    ref = (Path("/no-such-lib/crop.jpg"),)
+    assert [p.item.key for p in dedup.plan_removals([g], reference=ref, sure_level=0.9)] == ["keep_copy.jpg"]
+    with pytest.raises(DedupError, match="every copy"):
+        dedup.plan_removals([g], selected={"keep.jpg": {m.item.key for m in g.members}}, sure_level=0.9)
+    report = dedup.report_dict([g], 0.70, sure_level=0.9)
+    assert [it["sure"] for it in report["groups"][0]["items"]] == [True, True, True, False]
+
+
 def test_keeper_rules_and_their_tie_order(tmp_path):
     def keeper(specs, rules, reference=()):
         items = fake_items(specs)
@@ -153,7 +188,7 @@ def test_clean_up_then_undo_restores_every_byte(dup_folder, tmp_path, private_tr
     before = snapshot(dup_folder)
     lib = index_folder(dup_folder)
     groups = groups_of(lib)
-    plan = dedup.plan_removals(groups)
+    plan = dedup.plan_removals(groups, sure_level=THRESHOLD)
     assert len(plan) == 11  # two copies per original, plus the exact copy of orig0
     target = tmp_path / "removed"
     result = list(dedup.execute(plan, mode, lib.journal_dir, lib.folder, target if mode == "move" else None))[-1]
@@ -188,11 +223,11 @@ def test_refusals_protect_groups_and_reference_folders(dup_folder, tmp_path):
     with pytest.raises(DedupError, match="reference folder"):  # chosen explicitly: refused
         dedup.plan_removals([g0], selected={"orig0.jpg": {"copies/small0.jpg"}}, reference=(dup_folder / "copies",))
     # By default, members inside a reference folder are simply not planned.
-    plan = dedup.plan_removals(groups, reference=(dup_folder / "copies",))
+    plan = dedup.plan_removals(groups, reference=(dup_folder / "copies",), include_similar=True)
     assert plan and all(not p.item.key.startswith("copies/") for p in plan)
     # A reference folder's photo is preferred as keeper, so plain plans never touch it.
     ref_groups = groups_of(lib, reference=(dup_folder / "copies",))
-    plan = dedup.plan_removals(ref_groups, reference=(dup_folder / "copies",))
+    plan = dedup.plan_removals(ref_groups, reference=(dup_folder / "copies",), include_similar=True)
     assert plan and all("copies/" not in p.item.key for p in plan)
     with pytest.raises(DedupError, match="inside the library"):
         list(dedup.execute(plan, "move", lib.journal_dir, lib.folder, dup_folder / "trash-here"))
@@ -200,7 +235,7 @@ def test_refusals_protect_groups_and_reference_folders(dup_folder, tmp_path):
 
 def test_files_changed_since_indexing_are_left_alone(dup_folder, tmp_path):
     lib = index_folder(dup_folder)
-    plan = dedup.plan_removals(groups_of(lib))
+    plan = dedup.plan_removals(groups_of(lib), include_similar=True)
     victim = plan[0].item.path
     bump_mtime(victim)
     result = list(dedup.execute(plan, "move", lib.journal_dir, lib.folder, tmp_path / "out"))[-1]

@@ -11,7 +11,7 @@ from PySide6.QtCore import Qt  # noqa: E402
 
 from simviewer.core import calibration, dedup  # noqa: E402
 from simviewer.core.images import file_digest  # noqa: E402
-from simviewer.gui.duplicates import UNRELIABLE_TEXT  # noqa: E402
+from simviewer.gui.duplicates import CHECK_COLOUR, UNRELIABLE_TEXT  # noqa: E402
 from simviewer.gui.main_window import MainWindow  # noqa: E402
 
 from ..conftest import EDITS, make_photo, write_jpeg  # noqa: E402
@@ -246,6 +246,49 @@ def test_an_unreliable_calibration_selects_nothing_and_says_so(qtbot, window, du
     tab.set_threshold(GROUPING_THRESHOLD)
     assert tab.planned()[0] == sum(len(g.members) - 1 for g in tab.groups) > 1
     assert tab.warning.isVisible() and "Check each group" in tab.warning.text()
+
+
+def test_only_sure_duplicates_are_ticked_and_similar_ones_are_marked_to_check(qtbot, window, dup_folder):
+    window.open_folder(dup_folder)
+    wait_indexed(qtbot, window)
+    tab = find_groups(qtbot, window)
+    g = next(g for g in tab.groups if g.keeper.key == "orig0.jpg")
+    scores = {m.item.key: m.score for m in g.members}
+    # A calibration whose typical edited copy sits between the re-compressed copy and the half-size
+    # one: the half-size copy is then only similar, as another photo of the same subject would be.
+    level = round((scores["copies/lowq0.jpg"] + scores["copies/small0.jpg"]) / 2, 6)  # as it is stored
+    assert scores["copies/small0.jpg"] < level < scores["copies/lowq0.jpg"]
+    stored = store_calibration(window, positives=(level,))
+    assert stored.sure_level == level
+    reopen(qtbot, window, dup_folder)
+    tab = find_groups(qtbot, window)
+    assert tab.sure_level() == level
+    g = next(g for g in tab.groups if g.keeper.key == "orig0.jpg")
+    tab.group_list.setCurrentRow(tab.groups.index(g))
+    rows = {m.item.key: r for r, m in enumerate(g.members)}
+
+    def ticked(key):
+        return tab.table.item(rows[key], 0).checkState() == Qt.CheckState.Checked
+
+    # The exact copy and the copy as alike as a typical edit are ticked; the similar one is not.
+    assert ticked("other/orig0_again.jpg") and ticked("copies/lowq0.jpg")
+    assert not ticked("copies/small0.jpg") and not ticked("orig0.jpg")
+    similarity = tab.table.item(rows["copies/small0.jpg"], 2)
+    assert similarity.text().endswith(" · check") and similarity.foreground().color() == CHECK_COLOUR
+    assert "check" not in tab.table.item(rows["copies/lowq0.jpg"], 2).text()
+    assert tab.selection(g) == {"other/orig0_again.jpg", "copies/lowq0.jpg"}
+    sure = sum(len(grp.sure(level)) for grp in tab.groups)
+    similar = sum(len(grp.to_check(level)) for grp in tab.groups)
+    assert similar >= 1 and f"{sure} sure duplicates selected, {similar} similar to check" in tab.summary.text()
+    assert tab.planned()[0] == sure
+
+    # "Select similar too" ticks the rest; "Select by the rules" goes back to the sure ones.
+    assert tab.similar_button.isEnabled()
+    tab.similar_button.click()
+    assert tab.selection(tab.current_group()) == {m.item.key for m in g.members[1:]}
+    assert tab.planned()[0] == sure + similar and f"({similar} ticked)" in tab.summary.text()
+    tab.rules_button.click()
+    assert tab.planned()[0] == sure
 
 
 def test_without_a_calibration_nothing_is_searched_until_it_is_measured(qtbot, window, dup_folder, monkeypatch):
