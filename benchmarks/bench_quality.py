@@ -395,6 +395,12 @@ def main(argv=None) -> int:
                 print(f"  {cfg.label}: not available ({exc})", file=sys.stderr)
         return embedders[cfg.name]
 
+    def networks(configs):
+        """(configuration, embedder) of every network configuration that can be built here."""
+        for cfg in configs:
+            if cfg.arch is not None and (embedder := embedder_for(cfg)) is not None:
+                yield cfg, embedder
+
     cal_out = args.out / "calibration"
     cal_out.mkdir(parents=True, exist_ok=True)
     for set_name in sets:
@@ -414,12 +420,7 @@ def main(argv=None) -> int:
         calibrations: dict[str, dict] = {}
         items_for_phash = None
         print(f"[{set_name}] {photos} photos", file=sys.stderr, flush=True)
-        for cfg in configs:
-            if cfg.arch is None:
-                continue
-            embedder = embedder_for(cfg)
-            if embedder is None:
-                continue
+        for cfg, embedder in networks(configs):
             t = timing.setdefault(cfg.name, {})
             c0 = time.process_time()
             with tempfile.TemporaryDirectory(prefix="simviewer-quality-") as tmp:
@@ -466,12 +467,7 @@ def main(argv=None) -> int:
         retrieval_facts[set_name] = {"folder": str(folder), "photos": len(labels), "groups": len(set(labels.values()))}
         print(f"[retrieval {set_name}] {len(labels)} photos", file=sys.stderr, flush=True)
         items_for_phash = None
-        for cfg in configs:
-            if cfg.arch is None:
-                continue
-            embedder = embedder_for(cfg)
-            if embedder is None:
-                continue
+        for cfg, embedder in networks(configs):
             s0, c0 = time.perf_counter(), time.process_time()
             with tempfile.TemporaryDirectory(prefix="simviewer-quality-") as tmp:
                 ix = index(folder, labels, embedder, Path(tmp) / "index", calibrate=False, variants=False)
