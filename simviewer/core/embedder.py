@@ -164,6 +164,7 @@ class ModelChoice:
     arch: str
     weights: str
     reason: str
+    fallback: bool = False  # the default's weights failed to download: the bundled model stands in
 
 
 def _download_possible(url: str, timeout: float = 3.0) -> bool:
@@ -207,7 +208,8 @@ def bundled_fallback(reason: str) -> ModelChoice:
     from .registry import BUNDLED_ARCH
 
     return ModelChoice(BUNDLED_ARCH, "imagenet",
-                       f"{reason}; using the pretrained {ARCHITECTURES[BUNDLED_ARCH].label} installed with simviewer")
+                       f"{reason}; using the pretrained {ARCHITECTURES[BUNDLED_ARCH].label} installed with simviewer",
+                       fallback=True)
 
 
 def default_embedder(**kwargs) -> tuple[Embedder, ModelChoice]:

@@ -109,7 +109,7 @@ def model_for_run(library: Library, chosen: Embedder | None, default: bool) -> I
         yield ModelInUse(own, KEPT_REASON)
         return own
     emb, choice = embedding.default_embedder()
-    yield ModelInUse(emb, choice.reason, automatic=True, fallback=choice.arch != embedding.default_model().arch)
+    yield ModelInUse(emb, choice.reason, automatic=True, fallback=choice.fallback)
     return emb
 
 
