@@ -84,6 +84,7 @@ class LossChart(QChartView):
         self.metrics: dict[str, QLineSeries] = {}
         self.x_axis = QValueAxis(titleText="step")
         self.x_axis.setLabelFormat("%d")
+        self.x_axis.setTickCount(2)  # 0 and 1 until the run says how many steps it has
         self.loss_axis = QValueAxis(titleText="loss")
         self.metric_axis = QValueAxis(titleText="validation")
         self.metric_axis.setRange(0.0, 1.0)
@@ -110,6 +111,8 @@ class LossChart(QChartView):
     def set_total_steps(self, total: int) -> None:
         self._max_x = max(float(total), 1.0)
         self.x_axis.setRange(0, self._max_x)
+        # Whole steps only: five ticks over a range of 1 would all read "0".
+        self.x_axis.setTickCount(max(2, min(5, int(self._max_x) + 1)))
 
     def add_step(self, x: float, loss: float) -> None:
         self._ema = loss if self._ema is None else SMOOTHING * self._ema + (1 - SMOOTHING) * loss
@@ -179,6 +182,8 @@ class TrainingTab(QWidget):
         self.arch_box.currentTextChanged.connect(self._describe_start)
         self.model_label = QLabel("")
         self.model_label.setWordWrap(True)
+        # The form squeezes a wrapped label to its one-line height: keep room for the whole reason.
+        self.model_label.setMinimumHeight(self.model_label.fontMetrics().lineSpacing() * 4)
         self.weights_box = QComboBox()
         self._fill_weights()
         self.weights_box.currentIndexChanged.connect(self._weights_changed)
