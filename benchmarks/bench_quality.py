@@ -67,16 +67,19 @@ class Config:
     weights: str = "imagenet"
     pooling: str = "gem"
     matching: tuple[bool, ...] = (True,)  # rows without / with mirrored-rotated matching
+    precision: str = "auto"
 
     def embedder(self):
         from simviewer.core.embedder import Embedder
 
-        return Embedder(self.arch, self.weights, pooling=self.pooling)
+        return Embedder(self.arch, self.weights, pooling=self.pooling, precision=self.precision)
 
 
 CONFIGS = {c.name: c for c in (
     Config("lite0-avg", "EfficientNet-Lite0 ImageNet, avg", "efficientnet_lite0", "imagenet", "avg", (False, True)),
     Config("lite0-gem", "EfficientNet-Lite0 ImageNet, GeM", "efficientnet_lite0", "imagenet", "gem", (False, True)),
+    Config("lite0-gem-bf16", "EfficientNet-Lite0 ImageNet, GeM, bf16", "efficientnet_lite0", "imagenet", "gem",
+           (False, True), "bf16"),
     Config("lite2-gem", "EfficientNet-Lite2 ImageNet, GeM", "efficientnet_lite2", "imagenet", "gem"),
     Config("r18-none", "ResNet-18 untrained, GeM", "resnet18", "none", "gem"),
     Config("r50-none", "ResNet-50 untrained, GeM", "resnet50", "none", "gem"),

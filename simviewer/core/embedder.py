@@ -35,7 +35,6 @@ log = logging.getLogger(__name__)
 PIPELINE_VERSION = 2
 CHECKPOINT_FORMAT = "simviewer-checkpoint"
 UNTRAINED_SEED = 0
-BF16_MIN_COSINE = 0.999
 POOLINGS = ("gem", "avg")
 DEFAULT_POOLING = "gem"
 GEM_P = 3.0
@@ -528,8 +527,9 @@ class Embedder:
         """Embed a preprocessed (N, 3, H, W) batch; returns float32 (N, dim), rows of norm 1.
 
         With ``precision="auto"`` the first 8 images of the first batch are also run in fp32; bf16
-        is kept only if every one of their vectors is within cosine 0.999 of its fp32 twin,
-        otherwise this embedder stays in fp32 (and the batch is embedded again in fp32).
+        is kept only if every one of their vectors is within the architecture's bound (cosine 0.999,
+        0.99 for EfficientNet-Lite: see core.registry) of its fp32 twin, otherwise this embedder
+        stays in fp32 (and the batch is embedded again in fp32).
         """
         if self.use_bf16 and not self._bf16_checked:
             out = self._forward(batch, bf16=True)
@@ -537,8 +537,7 @@ class Embedder:
             cos = float((ref * out[:8]).sum(1).min())
             self.bf16_min_cosine = cos
             self._bf16_checked = True
-            if cos < BF16_MIN_COSINE:
-                # Expected for some networks (EfficientNet-Lite's depthwise layers): not the user's problem.
+            if cos < ARCHITECTURES[self.arch].bf16_min_cosine:
                 log.info("bf16 drifts from fp32 (min cosine %.5f); using fp32 for %s", cos, self.label)
                 self.use_bf16 = False
                 out = self._forward(batch, bf16=False)
