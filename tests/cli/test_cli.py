@@ -76,6 +76,21 @@ def test_index_then_query_json(library, tmp_path):
     assert str(library / "p4.jpg") in out.stdout.splitlines()[1] and "untrained" in out.stdout
 
 
+def test_index_without_a_model_keeps_the_folders_and_a_new_folder_gets_the_bundled_one(library, tmp_path):
+    idx = tmp_path / "idx"
+    simviewer("index", library, "--model", "resnet18", "--weights", "none", "--index-dir", idx)
+    again = json.loads(simviewer("index", library, "--index-dir", idx, "--json").stdout)
+    assert "ResNet-18" in again["model"] and again["embedded"] == 0 and again["index_rebuilt"] is False
+    assert again["model_reason"] == "the model this folder was indexed with"
+
+    # A new folder, offline (the test environment), no ResNet-50 weights cached: the bundled model,
+    # with no question asked and the reason in the summary.
+    out = simviewer("index", library, "--index-dir", tmp_path / "new").stdout
+    assert "[EfficientNet-Lite0 · ImageNet (installed with simviewer)]" in out
+    assert "model: ResNet-50 ImageNet weights are not cached and cannot be downloaded" in out
+    assert "duplicates: threshold" in out and "untrained" not in out
+
+
 def test_index_with_decoder_processes_matches_threads(library, tmp_path):
     def index(decoders):
         idx = tmp_path / decoders
