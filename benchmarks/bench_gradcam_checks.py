@@ -28,10 +28,12 @@ def main(argv=None) -> int:
     ap.add_argument("--weights", default="none")
     ap.add_argument("--layers", nargs="+", default=None)
     ap.add_argument("--pairs", type=int, default=8)
+    ap.add_argument("--pooling", choices=("gem", "avg"), default="gem")
     args = ap.parse_args(argv)
-    embedder = Embedder(args.model, args.weights, precision="fp32")
+    embedder = Embedder(args.model, args.weights, precision="fp32", pooling=args.pooling)
     layers = args.layers or [Explainer(embedder).layer]
-    print(f"{args.model} ({args.weights}), {args.pairs} pairs sharing a 64 px patch (8 % of the picture)")
+    print(f"{args.model} ({args.weights}, {args.pooling} pooling), {args.pairs} pairs sharing a 64 px patch "
+          "(8 % of the picture)")
     for layer in layers:
         explainer = Explainer(embedder, layer)
         masses = patch_masses(explainer, args.pairs)
