@@ -29,6 +29,7 @@ photo's relevant ones are the other photos of its object.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import inspect
 import json
@@ -107,13 +108,11 @@ RETRIEVAL = {"ukbench": "ukbench_subset56", "coil": "coil100_subset17"}
 # -- set-up -------------------------------------------------------------------------------------
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
-    try:
+    with contextlib.suppress(OSError):  # no /proc: the platform's own name
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-    except OSError:
-        pass
     import torch
 
     return (f"{cpu}; {os.cpu_count()} cores ({usable_cores()} usable); Python {platform.python_version()}, "

@@ -12,6 +12,7 @@ pre-selected; the other members are marked "similar — check" and ticked only b
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 from pathlib import Path
@@ -389,10 +390,8 @@ class DuplicatesTab(QWidget):
         s = self.main.settings
         saved, saved_for = s.value(f"dedup/threshold/{fp}"), s.value(f"dedup/calibration/{fp}")
         if saved is not None and saved_for == _calibration_id(cal):
-            try:
+            with contextlib.suppress(TypeError, ValueError):  # a damaged setting: the calibrated value
                 return float(saved), True
-            except (TypeError, ValueError):
-                pass
         return cal.threshold, cal.reliable
 
     def indexing_changed(self) -> None:
