@@ -85,3 +85,32 @@ def photo_folder(tmp_path) -> Path:
 def bump_mtime(path: Path, seconds: int = 10) -> None:
     st = path.stat()
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + seconds * 1_000_000_000))
+
+
+@pytest.fixture
+def spoiled(monkeypatch):
+    """Training that can only make the model worse: each step climbs the loss instead of descending
+    it. Switch it off with ``spoiled["on"] = False``."""
+    import torch
+
+    from simviewer.core import training as tr
+
+    state = {"on": True}
+    real_fit = tr.fit
+
+    def ascend(optimizer):
+        def step(closure=None):
+            with torch.no_grad():
+                for group in optimizer.param_groups:
+                    for p in group["params"]:
+                        if p.grad is not None:
+                            p.add_(p.grad.sign(), alpha=0.05)
+        return step
+
+    def spy(model, train_loader, val_loader, epochs, optimizer, *args, **kw):
+        if state["on"]:
+            optimizer.step = ascend(optimizer)
+        yield from real_fit(model, train_loader, val_loader, epochs, optimizer, *args, **kw)
+
+    monkeypatch.setattr(tr, "fit", spy)
+    return state

@@ -9,12 +9,10 @@ import subprocess
 import sys
 import time
 
-import pytest
 import torch
 
 from simviewer import cli
 from simviewer.core import embedder
-from simviewer.core import training as tr
 from simviewer.core.embedder import ModelChoice
 
 from ..conftest import make_photo, write_jpeg
@@ -37,25 +35,6 @@ def library(root, n=10):
     for i in range(n):
         write_jpeg(root / f"photo{i:02d}.jpg", make_photo(700 + i, (64, 48)))
     return root
-
-
-@pytest.fixture
-def spoiled(monkeypatch):
-    """Training that can only make the model worse: each step climbs the loss."""
-    real_fit = tr.fit
-
-    def spy(model, train_loader, val_loader, epochs, optimizer, *args, **kw):
-        def ascend(closure=None):
-            with torch.no_grad():
-                for group in optimizer.param_groups:
-                    for p in group["params"]:
-                        if p.grad is not None:
-                            p.add_(p.grad.sign(), alpha=0.05)
-
-        optimizer.step = ascend
-        yield from real_fit(model, train_loader, val_loader, epochs, optimizer, *args, **kw)
-
-    monkeypatch.setattr(tr, "fit", spy)
 
 
 def test_train_json_writes_a_checkpoint_that_index_loads(tmp_path, capsys):

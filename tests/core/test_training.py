@@ -157,32 +157,7 @@ def test_unreadable_images_are_skipped_with_a_reason(tmp_path, classes):
     assert done.reason == "finished"
 
 
-# -- the starting model is the one to beat --------------------------------------------------------
-@pytest.fixture
-def spoiled(monkeypatch):
-    """Training that can only make the model worse: each step climbs the loss instead of descending
-    it. Switch it off with ``spoiled["on"] = False``."""
-    state = {"on": True}
-    real_fit = tr.fit
-
-    def ascend(optimizer):
-        def step(closure=None):
-            with torch.no_grad():
-                for group in optimizer.param_groups:
-                    for p in group["params"]:
-                        if p.grad is not None:
-                            p.add_(p.grad.sign(), alpha=0.05)
-        return step
-
-    def spy(model, train_loader, val_loader, epochs, optimizer, *args, **kw):
-        if state["on"]:
-            optimizer.step = ascend(optimizer)
-        yield from real_fit(model, train_loader, val_loader, epochs, optimizer, *args, **kw)
-
-    monkeypatch.setattr(tr, "fit", spy)
-    return state
-
-
+# -- the starting model is the one to beat (the `spoiled` fixture is in tests/conftest.py) ---------
 def test_a_run_that_only_makes_the_model_worse_saves_nothing_as_best(tmp_path, spoiled):
     lib = make_library(tmp_path / "lib", 10)  # self-supervised, as in the report that found this
     out = tmp_path / "models" / "worse.pt"
