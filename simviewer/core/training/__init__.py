@@ -49,8 +49,8 @@ from torch import nn
 from torch.nn import functional as F
 from torchvision.transforms import functional as TF
 
-from . import embedder, evaluate
-from .embedder import (
+from .. import embedder, evaluate
+from ..embedder import (
     CHECKPOINT_FORMAT,
     ModelChoice,
     Resolved,
@@ -60,10 +60,10 @@ from .embedder import (
     default_threads,
     resolve,
 )
-from .images import ImageError, WalkErrors, load_image, walk_images
-from .paths import checkpoint_dirs
-from .registry import ARCHITECTURES, DEFAULT_ARCH
-from .system import fsync_dir
+from ..images import ImageError, WalkErrors, load_image, walk_images
+from ..paths import checkpoint_dirs
+from ..registry import ARCHITECTURES, DEFAULT_ARCH
+from ..system import fsync_dir
 
 log = logging.getLogger(__name__)
 

@@ -34,10 +34,10 @@ from urllib.parse import unquote
 
 import numpy as np
 
-from .catalog import Catalog
-from .images import file_digest
-from .index import AnnIndex
-from .system import usable_cores
+from ..catalog import Catalog
+from ..images import file_digest
+from ..index import AnnIndex
+from ..system import usable_cores
 
 log = logging.getLogger(__name__)
 

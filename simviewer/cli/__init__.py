@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import __version__
+from .. import __version__
 
 log = logging.getLogger("simviewer")
 
@@ -27,7 +27,7 @@ class CliError(Exception):
 
 
 def _add_library_args(p: argparse.ArgumentParser, model_default: str | None, weights_default: str | None) -> None:
-    from .core.registry import ARCHITECTURES
+    from ..core.registry import ARCHITECTURES
 
     default = (f"default {model_default}" if model_default else
                "default: the one the folder was indexed with; for a new folder resnet50 where its ImageNet "
@@ -167,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--height", type=_positive_int, default=768, help="height of each photo in the output")
     _add_library_args(p, None, None)
 
-    from .core.registry import ARCHITECTURES  # torch-free: --help stays instant
+    from ..core.registry import ARCHITECTURES  # torch-free: --help stays instant
 
     p = sub.add_parser("train", help="fine-tune the model on your own photos, labelled or not",
                        description="Fine-tune a backbone on DATASET and write the best epoch as a checkpoint that "
@@ -231,7 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             build_parser().error(f"unknown command {argv[0]!r}")
         if argv and not Path(argv[0]).is_dir():
             build_parser().error(f"{argv[0]!r} is neither a command ({', '.join(COMMANDS)}) nor a folder")
-        from .gui.app import main as gui_main
+        from ..gui.app import main as gui_main
 
         return gui_main(argv[0] if argv else None)
     parser = build_parser()
@@ -254,15 +254,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except Exception as exc:  # every known failure type of the core is a one-line reason
-        from .core.catalog import CatalogError
-        from .core.dedup import DedupError
-        from .core.embedder import EmbedderError
-        from .core.evaluate import EvalError
-        from .core.gradcam import GradCamError
-        from .core.images import ImageError
-        from .core.index import IndexError_
-        from .core.library import LibraryError
-        from .core.training import TrainingError
+        from ..core.catalog import CatalogError
+        from ..core.dedup import DedupError
+        from ..core.embedder import EmbedderError
+        from ..core.evaluate import EvalError
+        from ..core.gradcam import GradCamError
+        from ..core.images import ImageError
+        from ..core.index import IndexError_
+        from ..core.library import LibraryError
+        from ..core.training import TrainingError
 
         if isinstance(exc, (EmbedderError, ImageError, IndexError_, LibraryError, CatalogError, GradCamError,
                             DedupError, EvalError, TrainingError, OSError)):
@@ -273,7 +273,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 # -- shared pieces ------------------------------------------------------------------------------
 def _make_embedder(args: argparse.Namespace, arch: str, weights: str, pooling: str | None = None):
-    from .core.embedder import DEFAULT_POOLING, Embedder
+    from ..core.embedder import DEFAULT_POOLING, Embedder
 
     return Embedder(arch, weights, precision=args.precision, threads=args.threads,
                     pooling=pooling or DEFAULT_POOLING)
@@ -286,7 +286,7 @@ def _choose_embedder(args: argparse.Namespace, manifest: dict | None):
     The default's weights are loaded here, so that a download that fails falls back to the bundled
     model at once instead of failing the run: an untrained network is never chosen for the user.
     """
-    from .core.embedder import Embedder, default_embedder, default_model
+    from ..core.embedder import Embedder, default_embedder, default_model
 
     base = (manifest or {}).get("model")
     if args.model or args.weights:
@@ -304,7 +304,7 @@ def _run_update(library, embedder, args: argparse.Namespace, quiet: bool):
     """Drive Library.update under a tqdm bar; Ctrl+C stops after the current batch."""
     from tqdm import tqdm
 
-    from .core.library import CalibrationProgress, FileSkipped, IndexBuilding, IndexProgress, IndexSummary, ScanDone
+    from ..core.library import CalibrationProgress, FileSkipped, IndexBuilding, IndexProgress, IndexSummary, ScanDone
 
     stop = {"requested": False}
 
@@ -371,7 +371,7 @@ def _print_summary(library, s, why: str = "") -> None:
 
 # -- commands -----------------------------------------------------------------------------------
 def cmd_index(args: argparse.Namespace) -> int:
-    from .core.library import Library
+    from ..core.library import Library
 
     library = Library(args.folder, args.index_dir)
     embedder, why = _choose_embedder(args, library.manifest())
@@ -387,8 +387,8 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 
 def cmd_query(args: argparse.Namespace) -> int:
-    from .core.index import IndexMissing
-    from .core.library import Library
+    from ..core.index import IndexMissing
+    from ..core.library import Library
 
     image = Path(args.image)
     if not image.is_file():
@@ -449,7 +449,7 @@ def _variant_vectors(library, index, args: argparse.Namespace, items) -> dict:
     """Vectors of mirrored/rotated copies of *items* under a progress bar (Ctrl+C stops)."""
     from tqdm import tqdm
 
-    from .core.library import VariantProgress, VariantVectors
+    from ..core.library import VariantProgress, VariantVectors
 
     model = index.manifest["model"]
     embedder = _make_embedder(args, model["arch"], model["weights"], model.get("pooling", "avg"))
@@ -479,7 +479,7 @@ def _variant_vectors(library, index, args: argparse.Namespace, items) -> dict:
 
 
 def _print_result(verb: str, result) -> None:
-    from .core.units import human_size
+    from ..core.units import human_size
 
     print(f"{verb} {len(result.moved)} files ({human_size(result.bytes_moved)})")
     for path, reason in result.skipped:
@@ -487,9 +487,9 @@ def _print_result(verb: str, result) -> None:
 
 
 def cmd_dedup(args: argparse.Namespace) -> int:
-    from .core import dedup
-    from .core.library import Library
-    from .core.units import human_size
+    from ..core import dedup
+    from ..core.library import Library
+    from ..core.units import human_size
 
     library = Library(args.folder, args.index_dir)
     if args.undo:
@@ -574,8 +574,8 @@ def cmd_dedup(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from .core import dedup, evaluate
-    from .core.library import Library
+    from ..core import dedup, evaluate
+    from ..core.library import Library
 
     labels = evaluate.read_labels(args.labels)
     library = Library(args.folder, args.index_dir)
@@ -626,9 +626,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from .core import gradcam
-    from .core.images import load_image
-    from .core.library import Library
+    from ..core import gradcam
+    from ..core.images import load_image
+    from ..core.library import Library
 
     if not 0.0 <= args.opacity <= 1.0:
         raise CliError("--opacity must be between 0 and 1")
@@ -671,7 +671,7 @@ def _metrics_text(metrics: dict) -> str:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .core import training as tr
+    from ..core import training as tr
 
     config = tr.TrainConfig(
         dataset=args.dataset, mode=args.mode, arch=args.model, weights=args.weights, image_size=args.image_size,
