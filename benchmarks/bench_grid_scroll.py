@@ -24,8 +24,8 @@ from PySide6.QtGui import QColor, QIcon, QPixmap
 from PySide6.QtWidgets import QApplication, QListView, QListWidget, QListWidgetItem
 
 from simviewer.core.images import walk_images
-from simviewer.gui.models import FileRow, LibraryGridModel, PixmapCache
-from simviewer.gui.thumbnails import THUMB_SIZE, ThumbnailLoader
+from simviewer.gui.models import FileRow, LibraryGridModel
+from simviewer.gui.thumbnails import THUMB_SIZE, ThumbnailService
 
 FRAMES = 200
 
@@ -88,8 +88,8 @@ def main(argv=None) -> int:
 
         # ours
         t = time.perf_counter()
-        loader = ThumbnailLoader(Path(tmp) / "thumbs")
-        model = LibraryGridModel(loader, PixmapCache())
+        thumbnails = ThumbnailService(Path(tmp) / "thumbs")
+        model = LibraryGridModel(thumbnails)
         view = QListView()
         configure(view)
         view.setUniformItemSizes(True)
@@ -101,7 +101,7 @@ def main(argv=None) -> int:
         app.processEvents()
         ours_setup = time.perf_counter() - t
         ours_frames = scroll_frames(app, view)
-        loader.shutdown()
+        thumbnails.shutdown()
         view.close()
 
     def line(name, setup, frames):

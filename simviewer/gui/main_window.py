@@ -70,8 +70,8 @@ from ..core.registry import ARCHITECTURES, BUNDLED_ARCH, DEFAULT_ARCH
 from .compare import CompareDialog
 from .duplicates import DuplicatesTab
 from .explain import ExplainService, ModelInfoDialog
-from .models import FileRow, LibraryGridModel, PathRole, PixmapCache, ResultListModel
-from .thumbnails import THUMB_SIZE, ThumbnailLoader
+from .models import FileRow, LibraryGridModel, PathRole, ResultListModel
+from .thumbnails import THUMB_SIZE, ThumbnailService
 from .training_tab import TrainingTab
 from .workers import GeneratorThread, stop_all
 
@@ -156,10 +156,10 @@ class MainWindow(QMainWindow):
         self._query_path: str | None = None
         self._pasted_files: list[str] = []
 
-        self.loader = ThumbnailLoader(None, self)
-        self.cache = PixmapCache()
-        self.grid_model = LibraryGridModel(self.loader, self.cache, self)
-        self.results_model = ResultListModel(self.loader, self.cache, self)
+        self.thumbnails = ThumbnailService(None, self)
+        self.loader, self.cache = self.thumbnails.loader, self.thumbnails.cache
+        self.grid_model = LibraryGridModel(self.thumbnails, self)
+        self.results_model = ResultListModel(self.thumbnails, self)
         self.explain = ExplainService(self)
         self.explain.explained.connect(self._pair_explained)
         self.explain.failed.connect(lambda q, m, why: self.say(f"No heat map for {Path(m).name}: {why}"))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,7 +9,9 @@ from PySide6.QtCore import QAbstractListModel, QModelIndex, Qt
 from PySide6.QtGui import QColor, QImage, QPixmap
 
 from ..core.units import human_size
-from .thumbnails import THUMB_SIZE, ThumbnailLoader
+from .thumbnails import THUMB_SIZE, PixmapCache, ThumbnailService
+
+__all__ = ["FileListModel", "FileRow", "LibraryGridModel", "PathRole", "PixmapCache", "ResultListModel"]
 
 PathRole = Qt.ItemDataRole.UserRole + 1
 SizeRole = Qt.ItemDataRole.UserRole + 2
@@ -28,37 +29,17 @@ class FileRow:
     score: float | None = None
 
 
-class PixmapCache:
-    """A bounded LRU of thumbnails as QPixmap (made on the GUI thread from worker QImages)."""
-
-    def __init__(self, capacity: int = 4000) -> None:
-        self.capacity = capacity
-        self._items: OrderedDict[str, QPixmap] = OrderedDict()
-
-    def get(self, key: str) -> QPixmap | None:
-        pm = self._items.get(key)
-        if pm is not None:
-            self._items.move_to_end(key)
-        return pm
-
-    def put(self, key: str, image: QImage) -> None:
-        self._items[key] = QPixmap.fromImage(image)
-        self._items.move_to_end(key)
-        while len(self._items) > self.capacity:
-            self._items.popitem(last=False)
-
-
 class FileListModel(QAbstractListModel):
     """Rows of files with lazily loaded thumbnails; used by the grid and the results list."""
 
-    def __init__(self, loader: ThumbnailLoader, cache: PixmapCache, parent=None) -> None:
+    def __init__(self, thumbnails: ThumbnailService, parent=None) -> None:
         super().__init__(parent)
         self.rows: list[FileRow] = []
         self._row_of: dict[str, int] = {}
-        self.loader, self.cache = loader, cache
+        self.thumbnails = thumbnails
         self._placeholder = QPixmap(THUMB_SIZE, THUMB_SIZE)
         self._placeholder.fill(QColor(60, 60, 60))
-        loader.ready.connect(self._thumbnail_ready)
+        thumbnails.ready.connect(self._thumbnail_ready)
 
     def set_rows(self, rows: list[FileRow]) -> None:
         self.beginResetModel()
@@ -83,12 +64,8 @@ class FileListModel(QAbstractListModel):
         if role == Qt.ItemDataRole.DisplayRole:
             return self.label(row)
         if role == Qt.ItemDataRole.DecorationRole:
-            key = str(row.path)
-            pm = self.cache.get(key)
-            if pm is None:
-                self.loader.request(key)
-                return self._placeholder
-            return pm
+            pm = self.thumbnails.pixmap(str(row.path))
+            return self._placeholder if pm is None else pm
         if role == Qt.ItemDataRole.ToolTipRole:
             res = f"{row.width}×{row.height}, " if row.width else ""
             return f"{row.path}\n{res}{human_size(row.size)}"
@@ -102,8 +79,7 @@ class FileListModel(QAbstractListModel):
             return row.score
         return None
 
-    def _thumbnail_ready(self, path: str, image: QImage) -> None:
-        self.cache.put(path, image)
+    def _thumbnail_ready(self, path: str, _image: QImage) -> None:
         i = self._row_of.get(path)
         if i is not None:
             idx = self.index(i)
@@ -116,8 +92,8 @@ class ResultListModel(FileListModel):
 
     untrained = False
 
-    def __init__(self, loader: ThumbnailLoader, cache: PixmapCache, parent=None) -> None:
-        super().__init__(loader, cache, parent)
+    def __init__(self, thumbnails: ThumbnailService, parent=None) -> None:
+        super().__init__(thumbnails, parent)
         self.overlays: dict[str, QPixmap] = {}
         self.show_overlays = False
 
@@ -158,8 +134,8 @@ class LibraryGridModel(FileListModel):
         "Size": lambda r: (r.size, str(r.path)),
     }
 
-    def __init__(self, loader: ThumbnailLoader, cache: PixmapCache, parent=None) -> None:
-        super().__init__(loader, cache, parent)
+    def __init__(self, thumbnails: ThumbnailService, parent=None) -> None:
+        super().__init__(thumbnails, parent)
         self.all_rows: list[FileRow] = []
         self.filter_text = ""
         self.sort_name = "Name"

@@ -1,15 +1,21 @@
-"""Thumbnails decoded on a thread pool, cached on disk, handed to the GUI as QImage."""
+"""Thumbnails decoded on a thread pool, cached on disk and in memory, shared by every view.
+
+A :class:`ThumbnailService` is what the tabs are given: ``get(path)`` answers from the in-memory
+cache, ``request(path)`` asks the pool for a missing one, and ``ready(path, image)`` says it has
+arrived (and is in the cache by then).
+"""
 
 from __future__ import annotations
 
 import hashlib
 import logging
 import os
+from collections import OrderedDict
 from pathlib import Path
 
 from PIL import Image
 from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
-from PySide6.QtGui import QImage
+from PySide6.QtGui import QImage, QPixmap
 
 from ..core.images import ImageError, load_image
 
@@ -102,3 +108,59 @@ class ThumbnailLoader(QObject):
     def shutdown(self) -> None:
         self.pool.clear()
         self.pool.waitForDone(10_000)
+
+
+class PixmapCache:
+    """A bounded LRU of thumbnails as QPixmap (made on the GUI thread from worker QImages)."""
+
+    def __init__(self, capacity: int = 4000) -> None:
+        self.capacity = capacity
+        self._items: OrderedDict[str, QPixmap] = OrderedDict()
+
+    def get(self, key: str) -> QPixmap | None:
+        pm = self._items.get(key)
+        if pm is not None:
+            self._items.move_to_end(key)
+        return pm
+
+    def put(self, key: str, image: QImage) -> None:
+        self._items[key] = QPixmap.fromImage(image)
+        self._items.move_to_end(key)
+        while len(self._items) > self.capacity:
+            self._items.popitem(last=False)
+
+
+class ThumbnailService(QObject):
+    """The pixmap cache and the background loader behind every thumbnail the window shows."""
+
+    ready = Signal(str, QImage)  # path, image: already in the cache when this arrives
+
+    def __init__(self, cache_dir: Path | None = None, parent=None, capacity: int = 4000) -> None:
+        super().__init__(parent)
+        self.cache = PixmapCache(capacity)
+        self.loader = ThumbnailLoader(cache_dir, self)
+        self.loader.ready.connect(self._arrived)
+
+    def _arrived(self, path: str, image: QImage) -> None:
+        self.cache.put(path, image)
+        self.ready.emit(path, image)
+
+    def set_cache_dir(self, cache_dir: Path | None) -> None:
+        """Where thumbnails are kept on disk (the open library's index folder)."""
+        self.loader.cache_dir = cache_dir
+
+    def get(self, path: str) -> QPixmap | None:
+        return self.cache.get(path)
+
+    def request(self, path: str) -> None:
+        self.loader.request(path)
+
+    def pixmap(self, path: str) -> QPixmap | None:
+        """The cached thumbnail, or None after asking for it (``ready`` follows)."""
+        pm = self.cache.get(path)
+        if pm is None:
+            self.loader.request(path)
+        return pm
+
+    def shutdown(self) -> None:
+        self.loader.shutdown()
