@@ -12,6 +12,7 @@ preprocessing, so vectors from different models never mix.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from torchvision import models
 
 from .decoding import DecodeSpec, centre_crop_array
 from .images import file_digest
+from .model_spec import DEFAULT_POOLING, POOLINGS, ModelSpec
 from .registry import ARCHITECTURES, DEFAULT_ARCH
 from .system import usable_cores
 
@@ -35,11 +37,15 @@ log = logging.getLogger(__name__)
 PIPELINE_VERSION = 2
 CHECKPOINT_FORMAT = "simviewer-checkpoint"
 UNTRAINED_SEED = 0
-POOLINGS = ("gem", "avg")
-DEFAULT_POOLING = "gem"
 GEM_P = 3.0
 # Set to 1 to never try a download of ImageNet weights (the bundled model is used instead).
 OFFLINE_ENV = "SIMVIEWER_OFFLINE"
+# What a checkpoint's preprocessing may say: a crop a network can take (training's image sizes) and a
+# resize no more than twice it, so a damaged or hostile file cannot make every photo cost gigabytes.
+CROP_RANGE = (32, 1024)
+MAX_RESIZE_RATIO = 2.0
+
+
 class EmbedderError(Exception):
     """A model that cannot be built; the message says what to do instead."""
 
@@ -65,6 +71,42 @@ class Preprocess:
     def from_weights(cls, weights: models.WeightsEnum) -> Preprocess:
         t = weights.transforms()
         return cls(int(t.resize_size[0]), int(t.crop_size[0]), tuple(t.mean), tuple(t.std))
+
+    @classmethod
+    def from_checkpoint(cls, p: object, path: str) -> Preprocess:
+        """The preprocessing a checkpoint file stores, checked: EmbedderError names what is wrong."""
+        def bad(what: str) -> EmbedderError:
+            return EmbedderError(f"{path} has unusable preprocessing: {what}; it was not written by simviewer's "
+                                 "training, or it was damaged")
+
+        if not isinstance(p, dict):
+            raise bad(f"{type(p).__name__} instead of resize, crop, mean and std")
+        sizes = {}
+        for name in ("resize", "crop"):
+            v = p.get(name)
+            if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v != int(v):
+                raise bad(f"{name} {v!r} is not a whole number of pixels")
+            sizes[name] = int(v)
+        lo, hi = CROP_RANGE
+        resize, crop = sizes["resize"], sizes["crop"]
+        if not lo <= crop <= hi:
+            raise bad(f"crop {crop} is not between {lo} and {hi} pixels")
+        if not crop <= resize <= MAX_RESIZE_RATIO * crop:
+            raise bad(f"resize {resize} is not between the crop ({crop}) and {MAX_RESIZE_RATIO:g} times it")
+        channels = {}
+        for name in ("mean", "std"):
+            v = p.get(name)
+            if not isinstance(v, list | tuple) or len(v) != 3:
+                raise bad(f"{name} is not three numbers (one per colour channel)")
+            if not all(not isinstance(x, bool) and isinstance(x, int | float) and math.isfinite(x) for x in v):
+                raise bad(f"{name} {list(v)!r} holds a value that is not a finite number")
+            channels[name] = tuple(float(x) for x in v)
+        if not all(-1.0 <= x <= 2.0 for x in channels["mean"]):
+            raise bad(f"mean {list(channels['mean'])} is outside -1..2 (pixels are scaled to 0..1)")
+        if not all(1e-3 <= x <= 10.0 for x in channels["std"]):
+            raise bad(f"std {list(channels['std'])} must be between 0.001 and 10 (a std of 0 makes every "
+                      "photo score the same)")
+        return cls(resize, crop, channels["mean"], channels["std"])
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
         """One image as a normalised (3, crop, crop) float tensor."""
@@ -287,6 +329,7 @@ class Resolved:
     preprocess: Preprocess
     build: Callable[[], nn.Module]  # returns the headless network (with its pooling) in eval mode
     pooling: str = DEFAULT_POOLING
+    arch: str = DEFAULT_ARCH
 
 
 def _seeded(arch: str) -> nn.Module:
@@ -324,16 +367,39 @@ def _bundled(arch: str, pooling: str) -> Resolved:
         return set_pooling(_headless(model), pooling).eval()
 
     return Resolved(f"imagenet:bundled-{tag}", "ImageNet (installed with simviewer)", native_preprocess(arch),
-                    build, pooling)
+                    build, pooling, arch)
 
 
-def resolve(arch: str, spec: WeightsSpec, pooling: str = DEFAULT_POOLING) -> Resolved:
+def checkpoint_arch(path: str) -> str | None:
+    """The architecture a simviewer checkpoint names; None for any other file (or an unreadable one:
+    building the embedder then says why)."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # not a zip-format file (mmap), or not loadable at all
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:
+            return None
+    if isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT and obj.get("arch") in ARCHITECTURES:
+        return str(obj["arch"])
+    return None
+
+
+def resolve(arch: str | None, spec: WeightsSpec, pooling: str = DEFAULT_POOLING) -> Resolved:
     """Work out what *arch* + *spec* means without building the network where possible.
 
     ImageNet and untrained networks are only built (and ImageNet weights only fetched) when the
     first image is embedded, so opening an up-to-date library costs no model load. A weights
-    file is read and checked at once, so a wrong file fails before any work starts.
+    file is read and checked at once, so a wrong file fails before any work starts. *arch* None:
+    the architecture a simviewer checkpoint names, else the default (ResNet-50).
     """
+    state = None
+    if spec.kind == "file":
+        assert spec.path is not None
+        state = _load_state_dict_file(spec.path)
+        if arch is None and state.get("format") == CHECKPOINT_FORMAT and state.get("arch") in ARCHITECTURES:
+            arch = str(state["arch"])
+    arch = arch or DEFAULT_ARCH
     if arch not in ARCHITECTURES:
         raise EmbedderError(f"unknown model {arch!r}; choose one of: {', '.join(ARCHITECTURES)}")
     if pooling not in POOLINGS:
@@ -362,43 +428,44 @@ def resolve(arch: str, spec: WeightsSpec, pooling: str = DEFAULT_POOLING) -> Res
             return set_pooling(_headless(model), pooling).eval()
 
         return Resolved(f"imagenet:{default_weights.name}", f"ImageNet ({default_weights.name})", preprocess, build,
-                        pooling)
+                        pooling, arch)
     if spec.kind == "none":
         return Resolved(f"untrained:seed{UNTRAINED_SEED}", "untrained (random init)", preprocess,
-                        lambda: set_pooling(_headless(_seeded(arch)), pooling).eval(), pooling)
+                        lambda: set_pooling(_headless(_seeded(arch)), pooling).eval(), pooling, arch)
+    return _resolve_file(arch, spec.path, state, pooling, preprocess)
 
-    assert spec.path is not None
-    state = _load_state_dict_file(spec.path)
-    model = _seeded(arch)
+
+def _resolve_file(arch: str, path: str, state: dict, pooling: str, preprocess: Preprocess) -> Resolved:
+    """A weights file: a simviewer checkpoint (with its preprocessing and pooling) or a state dict."""
     if state.get("format") == CHECKPOINT_FORMAT:
         if state.get("arch") != arch:
             raise EmbedderError(
-                f"{spec.path} is a {state.get('arch')} checkpoint, not {arch}; use --model {state.get('arch')}"
+                f"{path} is a {state.get('arch')} checkpoint, not {arch}; use --model {state.get('arch')}"
             )
-        _headless(model)
-        _load_into(model, state["model"], spec.path, ignore_prefix=None)
+        if "preprocess" in state:  # checked before any weights are loaded
+            preprocess = Preprocess.from_checkpoint(state["preprocess"], path)
+        model = _headless(_seeded(arch))
+        _load_into(model, state.get("model"), path, ignore_prefix=None)
         if state.get("transform_input"):  # fine-tuned from ImageNet GoogLeNet / Inception v3 weights
             model.transform_input = True
-        if "preprocess" in state:
-            p = state["preprocess"]
-            preprocess = Preprocess(int(p["resize"]), int(p["crop"]), tuple(p["mean"]), tuple(p["std"]))
         pooling = state.get("pooling", pooling) if state.get("pooling") in POOLINGS else pooling
-        label = f"fine-tuned ({Path(spec.path).name})"
+        label = f"fine-tuned ({Path(path).name})"
     else:
         sd = state["state_dict"] if isinstance(state.get("state_dict"), dict) else state
         sd = {k.removeprefix("module."): v for k, v in sd.items()}
+        model = _seeded(arch)
         if arch == "inception_v3":
             # torchvision's Inception weights (ported from TensorFlow) expect their input re-scaled.
             model.transform_input = True
-        _load_into(model, sd, spec.path, ignore_prefix=("fc.", "aux1.", "aux2.", "AuxLogits."))
-        label = f"weights file ({Path(spec.path).name})"
+        _load_into(model, sd, path, ignore_prefix=("fc.", "aux1.", "aux2.", "AuxLogits."))
+        label = f"weights file ({Path(path).name})"
     model = set_pooling(_headless(model), pooling).eval()
-    return Resolved(f"file:{file_digest(spec.path, 8)}", label, preprocess, lambda: model, pooling)
+    return Resolved(f"file:{file_digest(path, 8)}", label, preprocess, lambda: model, pooling, arch)
 
 
-def _load_into(model: nn.Module, sd: dict, path: str, ignore_prefix: tuple[str, ...] | None) -> None:
+def _load_into(model: nn.Module, sd: object, path: str, ignore_prefix: tuple[str, ...] | None) -> None:
     """Load *sd* strictly, except for the classifier heads, which are dropped anyway."""
-    if not all(isinstance(v, torch.Tensor) for v in sd.values()):
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise EmbedderError(f"{path} does not look like a state dict (non-tensor entries)")
     result = model.load_state_dict(sd, strict=False)
     missing = [k for k in result.missing_keys if not (ignore_prefix and k.startswith(ignore_prefix))]
@@ -416,7 +483,7 @@ class Embedder:
 
     def __init__(
         self,
-        arch: str = DEFAULT_ARCH,
+        arch: str | None = None,
         weights: WeightsSpec | str | None = "imagenet",
         *,
         precision: str = "auto",
@@ -425,9 +492,9 @@ class Embedder:
         pooling: str = DEFAULT_POOLING,
     ) -> None:
         spec = weights if isinstance(weights, WeightsSpec) else WeightsSpec.parse(weights)
-        self.arch = arch
         self.weights = spec
-        resolved = resolve(arch, spec, pooling)
+        resolved = resolve(arch, spec, pooling)  # arch None: a checkpoint's own, else the default
+        self.arch = arch = resolved.arch
         self.pooling = resolved.pooling
         self.weights_id, self.weights_label = resolved.weights_id, resolved.label
         self.preprocess = resolved.preprocess
@@ -449,12 +516,19 @@ class Embedder:
         self.bf16_min_cosine: float | None = None
 
     @classmethod
-    def from_manifest(cls, model: dict, **kwargs) -> Embedder:
-        """The embedder an index was built with, from its manifest's "model" entry.
+    def from_spec(cls, spec: ModelSpec, **kwargs) -> Embedder:
+        """The embedder an index was built with (``AnnIndex.model``); *kwargs* go to the constructor."""
+        return cls(spec.arch, spec.weights, pooling=spec.pooling, **kwargs)
 
-        An index written before pooling was recorded was average-pooled.
-        """
-        return cls(model["arch"], model["weights"], pooling=model.get("pooling", "avg"), **kwargs)
+    @classmethod
+    def from_manifest(cls, model: dict, **kwargs) -> Embedder:
+        """The embedder of a manifest's raw "model" entry (checked first: ModelSpecError says what is
+        wrong); prefer :meth:`from_spec` with ``AnnIndex.model``."""
+        return cls.from_spec(ModelSpec.from_dict(model), **kwargs)
+
+    def spec(self) -> ModelSpec:
+        """This embedder as the typed model an index records (:meth:`describe` is its manifest form)."""
+        return ModelSpec.from_dict(self.describe())
 
     @property
     def model(self) -> nn.Module:

@@ -10,7 +10,7 @@ import pytest
 from simviewer.core import index as idx
 from simviewer.core.index import AnnIndex, IndexMismatch, IndexMissing, angular_to_cosine
 
-MODEL = {"fingerprint": "test|model|p1", "label": "Test model", "arch": "resnet18", "weights": "none", "dim": 16}
+MODEL = {"fingerprint": "test|model|p1", "label": "Test model", "arch": "testnet", "weights": "none", "dim": 16}
 
 
 def unit(rng, n, dim=16):
@@ -63,11 +63,11 @@ def test_load_is_memory_mapped_and_checks_manifest(tmp_path):
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(IndexMismatch, match="re-index"):
         AnnIndex.load(tmp_path)
-    manifest["version"], manifest["dim"] = idx.FORMAT_VERSION, 32
+    manifest["version"], manifest["dim"], manifest["model"]["dim"] = idx.FORMAT_VERSION, 32, 32
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(IndexMismatch, match="cannot load .*re-index"):
         AnnIndex.load(tmp_path)
-    manifest["dim"], manifest["count"] = 16, 21
+    manifest["dim"], manifest["model"]["dim"], manifest["count"] = 16, 16, 21
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(IndexMismatch, match="holds 20 items of dim 16, the manifest says 21"):
         AnnIndex.load(tmp_path)
