@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .images import ImageError, decode_bytes, read_file
+from .images import ImageError, open_photo
 from .system import usable_cores
 
 log = logging.getLogger(__name__)
@@ -137,16 +137,21 @@ class KnownDigests:
 
 
 def prepare_file(path: str | os.PathLike, spec: DecodeSpec, known: Container[str] | None = None) -> Prepared:
-    """Read, hash and (unless the content is *known*) decode one file. Never raises for a bad file."""
+    """Read, hash and (unless the content is *known*) decode one file. Never raises for a bad file.
+
+    The file's first bytes decide whether it is a photo at all before more is read; the hash is
+    taken in bounded memory (:func:`~simviewer.core.images.open_photo`). A file that is no photo
+    is skipped without a hash.
+    """
     try:
-        data = read_file(path)
+        src = open_photo(path)
+        digest = src.digest()
     except ImageError as exc:
         return Prepared(None, reason=str(exc))
-    digest = content_digest(data)
     if known is not None and digest in known:
         return Prepared(digest, known=True)
     try:
-        dec = decode_bytes(data, spec.min_side, name=os.fspath(path))
+        dec = src.decode(spec.min_side)
     except ImageError as exc:
         return Prepared(digest, reason=str(exc))
     try:

@@ -115,15 +115,13 @@ def test_preprocess_matches_the_network_input_it_always_had():
                                   np.asarray(TF.center_crop(small.resize((75, 60), Image.BILINEAR), [96, 96])))
 
 
-@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
 def test_a_worker_that_dies_costs_only_the_file_it_was_on(files, tmp_path):
-    fifo = tmp_path / "stuck.jpg"
-    os.mkfifo(fifo)  # opening it blocks the worker until it is killed
     with DecoderPool(1, SPEC) as pool:
         first = pool.submit(files[0]).result(timeout=60)
-        stuck = pool.submit(fifo)
-        after = [pool.submit(f) for f in files[1:4]]
         (pid,) = pool.processes
+        os.kill(pid, signal.SIGSTOP)  # the worker holds still: the next file is the one it is on when it dies
+        stuck = pool.submit(files[4])
+        after = [pool.submit(f) for f in files[1:4]]
         time.sleep(0.3)
         os.kill(pid, signal.SIGKILL)
         reason = stuck.result(timeout=60).reason
@@ -133,6 +131,17 @@ def test_a_worker_that_dies_costs_only_the_file_it_was_on(files, tmp_path):
     assert "crashed" in reason and "SIGKILL" in reason
     for got, f in zip(results, files[1:4]):
         same(got, prepare_file(f, SPEC))
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+def test_a_fifo_named_like_a_photo_is_skipped_without_being_opened(files, tmp_path):
+    fifo = tmp_path / "stuck.jpg"
+    os.mkfifo(fifo)  # opening it for reading would block until a writer comes
+    assert prepare_file(fifo, SPEC).reason == "not a regular file (FIFO)"
+    with DecoderPool(1, SPEC) as pool:
+        got = pool.submit(fifo).result(timeout=30)
+        assert pool.crashes == 0
+    assert got.reason == "not a regular file (FIFO)" and got.digest is None
 
 
 def test_a_bundled_app_decodes_in_threads(files, monkeypatch):
