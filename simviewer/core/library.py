@@ -8,6 +8,7 @@ run keeps every batch it finished and leaves the previous index in place.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import logging
@@ -15,21 +16,24 @@ import os
 import re
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from . import calibration as calib
 from .calibration import Calibration, CalibrationError, CalibrationProgress
 from .catalog import Catalog, FileRecord
 from .decoding import DECODER_NICE, DecoderPool, Prepared, ThreadDecoders, default_decoders, prepare_file
+from .dedup import finder as dedup_finder
+from .dedup.actions import journalled_hashes
+from .dedup.types import VariantProgress, VariantVectors  # noqa: F401 (imported from here by callers)
 from .embedder import Embedder
-from .images import ARRAY_VARIANTS, VARIANTS, ImageError, WalkErrors, load_image, walk_images
-from .index import AnnIndex, read_manifest
+from .images import ARRAY_VARIANTS, VARIANTS, WalkErrors, walk_images
+from .index import AnnIndex, clean_index_folder, read_manifest, usable_manifest
 from .paths import data_root
+from .safe_files import check_index_folder, open_lock_file, replace_file, unresolved_index_folder
 
 log = logging.getLogger(__name__)
 
@@ -121,22 +125,6 @@ class IndexSummary:
 Event = ScanDone | IndexProgress | FileSkipped | IndexBuilding | CalibrationProgress | IndexSummary
 
 
-@dataclass(frozen=True)
-class VariantProgress:
-    """Mirrored/rotated copies embedded for flip- and rotation-invariant matching."""
-
-    done: int
-    total: int
-
-
-@dataclass(frozen=True)
-class VariantVectors:
-    """The last event of :meth:`Library.variant_vectors`: kind -> content hash -> vector."""
-
-    vectors: dict[str, dict[str, np.ndarray]]
-    skipped: list[tuple[str, str]]
-
-
 def variant_model(fingerprint: str, kind: str) -> str:
     """Catalog key of the vectors of a variant (mirror, rot90, rot180) of each photo."""
     return f"{fingerprint}#{kind}"
@@ -168,12 +156,111 @@ class _Prepared:
     pixels: np.ndarray | None  # None when skipped or when the content's vector is known
 
 
+@dataclass
+class _Plan:
+    """What a scan found: the folder's files, which must be read, and what is known already."""
+
+    found: dict[str, tuple[int, int]]  # key -> (size, mtime_ns)
+    todo: list[str]  # new or changed files, and files skipped before (retried on every run)
+    unchanged: int
+    removed: list[str]
+    retried: dict[str, str]  # skipped before and unchanged since: key -> the reason then
+    known_hashes: set[str]  # content that has a vector of this model
+    known_content: dict[str, FileRecord]  # an ok record of each known content
+    walk: WalkErrors
+
+    @property
+    def needs_network(self) -> bool:
+        """Some file to read is not a retry of a skipped one (those rarely need the network)."""
+        return len(self.todo) > len(self.retried)
+
+
+@dataclass
+class _Ingest:
+    """The middle phase of an update: reads, embeds and stores the plan's files, batch by batch."""
+
+    folder: Path
+    cat: Catalog
+    embedder: Embedder
+    plan: _Plan
+    variants: tuple[str, ...]
+    embedded: int = 0
+    reused: int = 0
+    done: int = 0
+    embed_seconds: float = 0.0
+    cancelled: bool = False
+    skipped: dict[str, str] = field(default_factory=dict)  # key -> reason, in this run
+    processed: set[str] = field(default_factory=set)
+
+    def record(self, key: str, p: Prepared) -> _Prepared:
+        """The catalog row of a decoded (or refused) file, with the pixels to embed if any."""
+        size, mtime = self.plan.found[key]
+        if p.digest is None or p.reason is not None:
+            return _Prepared(FileRecord(key, size, mtime, p.digest, None, None, None, "skipped", p.reason), None)
+        if p.known:
+            same = self.plan.known_content.get(p.digest)
+            if same is None:  # a false hit on the processes' compact digest set: decode it here
+                return self.record(key, prepare_file(self.folder / key, self.embedder.preprocess.spec))
+            return _Prepared(FileRecord(key, size, mtime, p.digest, same.width, same.height, same.format,
+                                        "ok", None, same.taken_at), None)
+        rec = FileRecord(key, size, mtime, p.digest, p.width, p.height, p.format, "ok", None, p.taken_at)
+        return _Prepared(rec, None if p.digest in self.plan.known_hashes else p.pixels)
+
+    def store(self, batch: list[_Prepared]) -> Iterator[FileSkipped]:
+        """Embed the batch's new content (with its variants) and write it in one transaction;
+        yields the files newly skipped (a retried file skipped for the same reason is no news)."""
+        model = self.embedder.fingerprint
+        # New content is embedded once, however many files in flight share it.
+        unique: dict[str, np.ndarray] = {}
+        for p in batch:
+            if p.pixels is not None and p.record.hash not in self.plan.known_hashes:
+                unique.setdefault(p.record.hash, p.pixels)
+        vectors: list[tuple[str, np.ndarray]] = []
+        extra: dict[str, list[tuple[str, np.ndarray]]] = {}
+        if unique:
+            t = time.perf_counter()
+            pixels = list(unique.values())
+            # The mirrored/rotated copies come from the same decoded pixels, in the same batch:
+            # the centre crop commutes with flips and quarter turns.
+            stacked = np.stack(pixels + [ARRAY_VARIANTS[k](a) for k in self.variants for a in pixels])
+            vecs = self.embedder.embed_tensors(self.embedder.preprocess.normalise(stacked))
+            self.embed_seconds += time.perf_counter() - t
+            n = len(pixels)
+            vectors = list(zip(unique.keys(), vecs[:n]))
+            for v, kind in enumerate(self.variants, 1):
+                extra[variant_model(model, kind)] = list(zip(unique.keys(), vecs[v * n : (v + 1) * n]))
+            self.plan.known_hashes.update(unique.keys())
+        self.cat.write_batch([p.record for p in batch], model, vectors)
+        for variant_key, pairs in extra.items():
+            self.cat.put_vectors(variant_key, pairs)
+        for p in batch:
+            key = p.record.path
+            self.processed.add(key)
+            if p.record.status == "skipped":
+                reason = p.record.reason or "unreadable"
+                self.skipped[key] = reason
+                if self.plan.retried.get(key) != reason:
+                    yield FileSkipped(key, reason)
+            elif p.pixels is not None and unique.get(p.record.hash) is p.pixels:
+                self.embedded += 1
+            else:
+                self.reused += 1
+        self.done += len(batch)
+
+    def all_skipped(self) -> list[tuple[str, str]]:
+        """Every file not indexed now: skipped in this run, skipped before and not reached by a
+        stopped run, and what the folder walk passed over."""
+        left = {k: r for k, r in self.plan.retried.items() if k not in self.processed}
+        walked = {Path(os.path.relpath(p, self.folder)).as_posix(): r for p, r in self.plan.walk.files}
+        return sorted({**walked, **left, **self.skipped}.items())
+
+
 class Library:
     def __init__(self, folder: str | os.PathLike, index_dir: str | os.PathLike | None = None) -> None:
         self.folder = Path(folder).expanduser().resolve()
         if not self.folder.is_dir():
             raise LibraryError(f"not a folder: {folder}")
-        self.index_dir = Path(index_dir).expanduser().resolve() if index_dir else default_index_dir(self.folder)
+        self.index_dir = unresolved_index_folder(index_dir) if index_dir else default_index_dir(self.folder)
         self.catalog_path = self.index_dir / "catalog.sqlite"
 
     def __repr__(self) -> str:
@@ -191,20 +278,28 @@ class Library:
     def path_for(self, key: str) -> Path:
         return self.folder / key
 
-    def open_catalog(self) -> Catalog:
-        return Catalog(self.catalog_path)
+    def open_catalog(self, readonly: bool = False) -> Catalog:
+        """The library's catalog; *readonly* needs no write access to the index folder."""
+        return Catalog(self.catalog_path, readonly=readonly)
 
     def manifest(self) -> dict | None:
         return read_manifest(self.index_dir)
+
+    def for_evaluation(self, fingerprint: str) -> Library:
+        """The same folder with an index of its own for the model *fingerprint*, kept under this
+        library's index folder (``eval/``): measuring another model neither replaces the folder's
+        index nor costs its embeddings, and a second measurement reuses the first one's."""
+        digest = hashlib.sha256(fingerprint.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+        return Library(self.folder, self.index_dir / "eval" / digest)
 
     def load_index(self, expected_model: str | None = None) -> AnnIndex:
         return AnnIndex.load(self.index_dir, expected_model)
 
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:
-        self.index_dir.mkdir(parents=True, exist_ok=True)
-        (self.index_dir / "library.json").write_text(json.dumps({"folder": str(self.folder)}, indent=2))
-        with open(self.index_dir / "lock", "w") as fh:
+        check_index_folder(self.index_dir, create=True)  # links in it are never written through
+        replace_file(self.index_dir / "library.json", json.dumps({"folder": str(self.folder)}, indent=2).encode())
+        with open_lock_file(self.index_dir / "lock") as fh:
             try:
                 import fcntl
             except ImportError:  # pragma: no cover - Windows: no advisory lock
@@ -216,6 +311,7 @@ class Library:
                 raise LibraryError(
                     f"{self.folder} is being indexed by another simviewer process; wait for it to finish"
                 ) from None
+            clean_index_folder(self.index_dir)  # what a killed save left
             yield
 
     # -- update ------------------------------------------------------------------------------
@@ -233,6 +329,12 @@ class Library:
     ) -> Iterator[Event]:
         """Bring catalog and index up to date with the folder; yields events, ends with IndexSummary.
 
+        In three phases: a scan compares the folder with the catalog and plans the work
+        (:meth:`_scan`); the ingest reads, embeds and stores the new and changed files batch by
+        batch (:meth:`_ingest`); the index is rebuilt from the catalog and the duplicate threshold
+        calibrated (:meth:`_finish`). Files skipped before are read again on every run (they are
+        few): one whose permissions were fixed is indexed.
+
         *workers* decoders (default: one fewer than the cores, at least 2) read, hash and decode
         photos while the network embeds the previous batch, at a CPU priority *decoder_nice* steps
         below the network's (Linux), so that they fill the gaps the network leaves instead of
@@ -249,6 +351,11 @@ class Library:
         copies, core.images.VARIANTS) are embedded with it, from the same decoded pixels, for the
         flip- and rotation-invariant duplicate search: that costs embedding time here, once, instead
         of a decode and an embedding of every photo again at the first "Find duplicates".
+
+        A stopped first indexing (no index yet) still builds the index of the photos embedded so
+        far; a stopped update of an indexed folder leaves its previous index in use. A full disk
+        ends the update with a CatalogFull or LibraryError that says so; every batch written
+        before is kept, and so is the previous index.
         """
         unknown = [k for k in variants if k not in VARIANTS]
         if unknown:
@@ -256,72 +363,84 @@ class Library:
         if decoders not in ("processes", "threads"):
             raise LibraryError(f"decoders must be 'processes' or 'threads', not {decoders!r}")
         should_stop = should_stop or (lambda: False)
-        with self._lock(), self.open_catalog() as cat:
-            yield from self._update(cat, embedder, batch_size, max(1, workers or default_decoders()), should_stop,
-                                    decoders, decoder_nice, calibrate, tuple(variants))
+        try:
+            with self._lock(), self.open_catalog() as cat:
+                yield from self._update(cat, embedder, batch_size, max(1, workers or default_decoders()),
+                                        should_stop, decoders, decoder_nice, calibrate, tuple(variants))
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            raise LibraryError(f"the disk holding {self.index_dir} is full ({exc.strerror}); the previous index "
+                               "and every photo indexed before are kept; free some space and run again") from None
 
     def _update(self, cat: Catalog, embedder: Embedder, batch_size: int, workers: int, should_stop,
                 decoders: str, decoder_nice: int, calibrate: bool = True,
                 variants: tuple[str, ...] = ()) -> Iterator[Event]:
         t0 = time.perf_counter()
-        model = embedder.fingerprint
-        walk_errors = WalkErrors()
+        plan = self._scan(cat, embedder.fingerprint)
+        yield ScanDone(len(plan.found), len(plan.todo), plan.unchanged, len(plan.removed))
+        ingest = _Ingest(self.folder, cat, embedder, plan, variants)
+        yield from self._ingest(ingest, batch_size, workers, should_stop, decoders, decoder_nice, t0)
+        rebuilt, indexed, calibration = yield from self._finish(cat, embedder, ingest, calibrate, should_stop)
+        yield IndexSummary(
+            total=len(plan.found),
+            embedded=ingest.embedded,
+            reused=ingest.reused + plan.unchanged,
+            skipped=ingest.all_skipped(),
+            removed=len(plan.removed),
+            indexed=indexed,
+            seconds=time.perf_counter() - t0,
+            embed_seconds=ingest.embed_seconds,
+            index_rebuilt=rebuilt,
+            cancelled=ingest.cancelled,
+            model_label=embedder.label,
+            folder_errors=plan.walk.folders,
+            calibration=calibration,
+        )
+
+    def _scan(self, cat: Catalog, model: str) -> _Plan:
+        """Walk the folder, compare it with the catalog, forget removed files; plan the reads."""
+        walk = WalkErrors()
         found: dict[str, tuple[int, int]] = {}
-        for entry in walk_images(self.folder, walk_errors):
+        for entry in walk_images(self.folder, walk):
             try:
                 st = entry.stat()
             except OSError as exc:
                 log.debug("vanished during scan: %s (%s)", entry.path, exc)
                 continue
             found[Path(entry.path).relative_to(self.folder).as_posix()] = (st.st_size, st.st_mtime_ns)
-
         known = cat.files()
         known_hashes = cat.hashes_with_vectors(model)
         removed = [p for p in known if p not in found]
         # Facts of known content, so a renamed or copied photo needs no decode at all.
         known_content = {r.hash: r for r in known.values() if r.status == "ok" and r.hash in known_hashes}
         todo: list[str] = []
-        skipped_before: list[tuple[str, str]] = []
+        retried: dict[str, str] = {}
         unchanged = 0
         for key, (size, mtime) in found.items():
             rec = known.get(key)
             if rec is not None and rec.size == size and rec.mtime_ns == mtime:
                 if rec.status == "skipped":
-                    skipped_before.append((key, rec.reason or "unreadable"))
-                    continue
-                if rec.hash in known_hashes:
+                    retried[key] = rec.reason or "unreadable"
+                elif rec.hash in known_hashes:
                     unchanged += 1
                     continue
             todo.append(key)
         if removed:
             cat.remove_files(removed)
-        yield ScanDone(len(found), len(todo), unchanged + len(skipped_before), len(removed))
+        return _Plan(found, todo, unchanged, removed, retried, known_hashes, known_content, walk)
 
-        embedded = reused = 0
-        skipped_now: list[tuple[str, str]] = []
-        embed_seconds = 0.0
-        cancelled = False
-        done = 0
-        spec = embedder.preprocess.spec
-
-        def record(key: str, p: Prepared) -> _Prepared:
-            size, mtime = found[key]
-            if p.digest is None or p.reason is not None:
-                return _Prepared(FileRecord(key, size, mtime, p.digest, None, None, None, "skipped", p.reason), None)
-            if p.known:
-                same = known_content.get(p.digest)
-                if same is None:  # a false hit on the processes' compact digest set: decode it here
-                    return record(key, prepare_file(self.folder / key, spec))
-                return _Prepared(FileRecord(key, size, mtime, p.digest, same.width, same.height, same.format,
-                                            "ok", None, same.taken_at), None)
-            rec = FileRecord(key, size, mtime, p.digest, p.width, p.height, p.format, "ok", None, p.taken_at)
-            return _Prepared(rec, None if p.digest in known_hashes else p.pixels)
-
+    def _ingest(self, ingest: _Ingest, batch_size: int, workers: int, should_stop: Callable[[], bool],
+                decoders: str, decoder_nice: int, t0: float) -> Iterator[Event]:
+        """Decode the plan's files in *workers* decoders while the network embeds the batch before;
+        a stop ends it between batches, keeping every batch written."""
+        plan, embedder = ingest.plan, ingest.embedder
+        if not plan.todo:
+            return
         pool_type = ThreadDecoders if decoders == "threads" else DecoderPool
-        pool_or_none = pool_type(workers, spec, known_content, nice=decoder_nice) if todo else contextlib.nullcontext()
-        with pool_or_none as pool:
+        with pool_type(workers, embedder.preprocess.spec, plan.known_content, nice=decoder_nice) as pool:
             pending: list[tuple[str, Future]] = []
-            it = iter(todo)
+            it = iter(plan.todo)
 
             def top_up() -> None:
                 # Keep two batches in flight (and every decoder busy) so decoding overlaps inference.
@@ -332,80 +451,41 @@ class Library:
                     pending.append((key, pool.submit(self.folder / key)))
 
             top_up()
-            if pending and not embedder.built and embedder.builds_offline:
+            if plan.needs_network and not embedder.built and embedder.builds_offline:
                 # Build the network while the decoders read the first batch, not after it. A failure
                 # here surfaces again where the network is really needed (if it is).
                 with contextlib.suppress(Exception):
                     _ = embedder.inference_model
             while pending:
                 if should_stop():
-                    cancelled = True
+                    ingest.cancelled = True
                     break
-                batch = [record(key, f.result()) for key, f in pending[:batch_size]]
+                batch = [ingest.record(key, f.result()) for key, f in pending[:batch_size]]
                 del pending[:batch_size]
                 top_up()
-                # New content is embedded once, however many files in flight share it.
-                unique: dict[str, np.ndarray] = {}
-                for p in batch:
-                    if p.pixels is not None and p.record.hash not in known_hashes:
-                        unique.setdefault(p.record.hash, p.pixels)
-                vectors: list[tuple[str, np.ndarray]] = []
-                extra: dict[str, list[tuple[str, np.ndarray]]] = {}
-                if unique:
-                    t = time.perf_counter()
-                    pixels = list(unique.values())
-                    # The mirrored/rotated copies come from the same decoded pixels, in the same batch:
-                    # the centre crop commutes with flips and quarter turns.
-                    stacked = np.stack(pixels + [ARRAY_VARIANTS[k](a) for k in variants for a in pixels])
-                    vecs = embedder.embed_tensors(embedder.preprocess.normalise(stacked))
-                    embed_seconds += time.perf_counter() - t
-                    n = len(pixels)
-                    vectors = list(zip(unique.keys(), vecs[:n]))
-                    for v, kind in enumerate(variants, 1):
-                        extra[variant_model(model, kind)] = list(zip(unique.keys(), vecs[v * n : (v + 1) * n]))
-                    known_hashes.update(unique.keys())
-                cat.write_batch([p.record for p in batch], model, vectors)
-                for variant_key, pairs in extra.items():
-                    cat.put_vectors(variant_key, pairs)
-                for p in batch:
-                    if p.record.status == "skipped":
-                        skipped_now.append((p.record.path, p.record.reason or "unreadable"))
-                        yield FileSkipped(p.record.path, p.record.reason or "unreadable")
-                    elif p.pixels is not None and unique.get(p.record.hash) is p.pixels:
-                        embedded += 1
-                    else:
-                        reused += 1
-                done += len(batch)
-                yield IndexProgress(done, len(todo), embedded, reused, len(skipped_now),
-                                    time.perf_counter() - t0, batch[-1].record.path)
+                yield from ingest.store(batch)
+                yield IndexProgress(ingest.done, len(plan.todo), ingest.embedded, ingest.reused,
+                                    len(ingest.skipped), time.perf_counter() - t0, batch[-1].record.path)
 
-        skipped = sorted(skipped_before + skipped_now)
-        rebuilt = False
-        indexed = 0
-        calibration = None
-        if not cancelled:
+    def _finish(self, cat: Catalog, embedder: Embedder, ingest: _Ingest, calibrate: bool,
+                should_stop: Callable[[], bool]) -> Iterator[Event]:
+        """Rebuild the index (and calibrate) after a full run; returns (rebuilt, indexed, calibration).
+
+        A stopped run keeps the previous index; a stopped first indexing, which has none, gets the
+        index of what it embedded, so its photos can be shown and searched at once."""
+        if ingest.cancelled:
+            manifest = None
+            with contextlib.suppress(Exception):  # an unreadable one is as good as none
+                manifest = self.manifest()
+            if manifest is not None or ingest.done == 0:
+                return False, (manifest or {}).get("count", 0), None
+        if not ingest.cancelled:
             cat.drop_orphan_vectors(keep=self.undoable_hashes())
-            rebuilt, indexed = yield from self._rebuild_index(cat, embedder)
-            if calibrate:
-                calibration = yield from self._calibrate(cat, embedder, indexed, should_stop)
-        else:
-            with contextlib.suppress(Exception):
-                indexed = (self.manifest() or {}).get("count", 0)
-        yield IndexSummary(
-            total=len(found),
-            embedded=embedded,
-            reused=reused + unchanged,
-            skipped=skipped,
-            removed=len(removed),
-            indexed=indexed,
-            seconds=time.perf_counter() - t0,
-            embed_seconds=embed_seconds,
-            index_rebuilt=rebuilt,
-            cancelled=cancelled,
-            model_label=embedder.label,
-            folder_errors=walk_errors.folders,
-            calibration=calibration,
-        )
+        rebuilt, indexed = yield from self._rebuild_index(cat, embedder)
+        calibration = None
+        if calibrate and not ingest.cancelled:
+            calibration = yield from self._calibrate(cat, embedder, indexed, should_stop)
+        return rebuilt, indexed, calibration
 
     def calibration(self, fingerprint: str) -> Calibration | None:
         """The library's duplicate threshold for the model *fingerprint*, if it was measured."""
@@ -451,7 +531,7 @@ class Library:
             keys.append(path)
             h.update(f"{path}\0{content_hash}\n".encode("utf-8", "surrogateescape"))
         digest = h.hexdigest()
-        manifest = self.manifest()
+        manifest = usable_manifest(self.index_dir)  # a damaged one is rebuilt below
         if (
             manifest is not None
             and manifest.get("model", {}).get("fingerprint") == model
@@ -479,77 +559,13 @@ class Library:
     def undoable_hashes(self) -> set[str]:
         """Content hashes of files moved away by a clean-up that can still be undone: their
         vectors are kept, so an undo costs no embedding."""
-        hashes: set[str] = set()
-        if self.journal_dir.is_dir():
-            for journal in self.journal_dir.glob("*.jsonl"):
-                with contextlib.suppress(OSError, ValueError):
-                    for line in journal.read_text(encoding="utf-8").splitlines():
-                        rec = json.loads(line)
-                        if "hash" in rec:
-                            hashes.add(rec["hash"])
-        return hashes
+        return journalled_hashes(self.journal_dir)
 
     def variant_vectors(
-        self, embedder: Embedder, files: list[tuple[str, Path]], kinds: tuple[str, ...] = tuple(VARIANTS),
-        *, batch_size: int = 32, workers: int | None = None, should_stop: Callable[[], bool] | None = None,
+        self, embedder: Embedder, files: list[tuple[str, Path]], kinds: tuple[str, ...] = tuple(VARIANTS), **kw,
     ) -> Iterator[VariantProgress | VariantVectors]:
-        """Vectors of mirrored and rotated copies of *files* ((content hash, path) pairs).
-
-        Made once per content and model and kept in the catalog, so only new photos cost
-        anything on the next run. A stop keeps every finished batch; the final event then
-        holds what exists so far.
-        """
-        unknown = [k for k in kinds if k not in VARIANTS]
-        if unknown:
-            raise LibraryError(f"unknown variant {unknown[0]!r}; variants: {', '.join(VARIANTS)}")
-        should_stop = should_stop or (lambda: False)
-        models = {k: variant_model(embedder.fingerprint, k) for k in kinds}
-        skipped: list[tuple[str, str]] = []
-        with self.open_catalog() as cat:
-            have = {k: cat.hashes_with_vectors(m) for k, m in models.items()}
-            todo: dict[str, Path] = {}
-            for h, path in files:
-                if h not in todo and any(h not in have[k] for k in kinds):
-                    todo[h] = path
-            items = list(todo.items())
-            min_side = embedder.preprocess.min_side
-
-            def prepare(item: tuple[str, Path]):
-                h, path = item
-                try:
-                    im = load_image(path, min_side).image
-                except ImageError as exc:
-                    return h, path, None, str(exc)
-                return h, path, {k: embedder.preprocess(VARIANTS[k](im)) for k in kinds if h not in have[k]}, ""
-
-            done = 0
-            yield VariantProgress(0, len(items))
-            decoders = max(1, workers or default_decoders())
-            with ThreadPoolExecutor(decoders, thread_name_prefix="simviewer-variants") as pool:
-                for start in range(0, len(items), batch_size):
-                    if should_stop():
-                        break
-                    batch = list(pool.map(prepare, items[start : start + batch_size]))
-                    tensors, owners = [], []
-                    for h, path, prepared, reason in batch:
-                        if prepared is None:
-                            skipped.append((str(path), reason))
-                            continue
-                        for k, t in prepared.items():
-                            tensors.append(t)
-                            owners.append((k, h))
-                    for s in range(0, len(tensors), batch_size):
-                        vecs = embedder.embed_tensors(torch.stack(tensors[s : s + batch_size]))
-                        chunk = owners[s : s + batch_size]
-                        for k in kinds:
-                            pairs = [(h, v) for (kk, h), v in zip(chunk, vecs) if kk == k]
-                            if pairs:
-                                cat.put_vectors(models[k], pairs)
-                    done += len(batch)
-                    yield VariantProgress(done, len(items))
-            wanted = {h for h, _ in files}
-            vectors = {k: {h: v for h, v in cat.vectors_for(m).items() if h in wanted} for k, m in models.items()}
-        yield VariantVectors(vectors, skipped)
+        """Vectors of mirrored and rotated copies of *files*: :func:`core.dedup.variant_vectors`."""
+        return dedup_finder.variant_vectors(self, embedder, files, kinds, **kw)
 
     # -- queries -----------------------------------------------------------------------------
     def stored_vector(self, path: str | os.PathLike, model: str) -> np.ndarray | None:
@@ -561,7 +577,7 @@ class Library:
             st = os.stat(path)
         except OSError:
             return None
-        with self.open_catalog() as cat:
+        with self.open_catalog(readonly=True) as cat:
             rec = cat.file(key)
             if rec is None or rec.status != "ok" or rec.size != st.st_size or rec.mtime_ns != st.st_mtime_ns:
                 return None

@@ -264,7 +264,7 @@ def test_invariant_matching_finds_mirrored_and_rotated_copies(tmp_path):
     assert ("orig2.jpg", "rot2.jpg") not in plain_pairs
 
     embedder = Embedder("resnet18", "none")
-    events = list(lib.variant_vectors(embedder, [(it.hash, it.path) for it in items]))
+    events = list(dedup.variant_vectors(lib, embedder, [(it.hash, it.path) for it in items]))
     variants = events[-1].vectors
     assert set(variants) == {"mirror", "rot90", "rot180"}
     assert all(len(v) == len(items) for v in variants.values())
@@ -277,7 +277,7 @@ def test_invariant_matching_finds_mirrored_and_rotated_copies(tmp_path):
     assert mirrored.score > plain_pairs.get(("mirror0.jpg", "orig0.jpg"), 0.0)
 
     # Made once: a second run embeds nothing and returns the same vectors.
-    again = list(lib.variant_vectors(embedder, [(it.hash, it.path) for it in items]))
+    again = list(dedup.variant_vectors(lib, embedder, [(it.hash, it.path) for it in items]))
     assert again[0].total == 0
     np.testing.assert_array_equal(again[-1].vectors["mirror"][items[0].hash], variants["mirror"][items[0].hash])
 

@@ -1,0 +1,62 @@
+"""Keeper rules (which photo of a group stays) and the plan of what a clean-up moves."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+from .types import RULE_HELP, DedupError, Group, Item, PlannedMove, is_sure
+
+
+def rule_key(rules: Sequence[str], reference: Sequence[Path] = ()) -> Callable[[Item], tuple]:
+    """Sort key: the smallest key is the keeper. Reference folders win first; ties fall to the
+    next rule, and finally to the path, so the choice is always the same."""
+    parts: list[Callable[[Item], object]] = [lambda it: 0 if in_folders(it.path, reference) else 1]
+    for rule in rules:
+        if rule == "resolution":
+            parts.append(lambda it: -it.pixels)
+        elif rule == "size":
+            parts.append(lambda it: -it.size)
+        elif rule == "oldest":
+            parts.append(lambda it: it.taken_at if it.taken_at is not None else it.mtime_ns / 1e9)
+        elif rule == "newest":
+            parts.append(lambda it: -(it.taken_at if it.taken_at is not None else it.mtime_ns / 1e9))
+        elif rule == "shortest-path":
+            parts.append(lambda it: len(str(it.path)))
+        elif rule.startswith("folder:"):
+            folder = [Path(rule.split(":", 1)[1]).expanduser().resolve()]
+            parts.append(lambda it, f=folder: 0 if in_folders(it.path, f) else 1)
+        else:
+            raise DedupError(f"unknown keeper rule {rule!r}; rules: {', '.join(RULE_HELP)}")
+    return lambda it: (*(p(it) for p in parts), str(it.path))
+
+
+def in_folders(path: Path, folders: Iterable[Path]) -> bool:
+    return any(path == f or f in path.parents for f in folders)
+
+
+def plan_removals(groups: Sequence[Group], selected: dict[str, set[str]] | None = None,
+                  reference: Sequence[Path] = (), *, sure_level: float | None = None,
+                  include_similar: bool = False) -> list[PlannedMove]:
+    """What would be moved: by default the sure duplicates of each keeper (:func:`is_sure`: exact
+    copies, and members scoring at least *sure_level*; without one, exact copies only), or every
+    member but the keeper with *include_similar*; never one in a reference folder.
+
+    *selected* maps a keeper's key to the member keys the user chose instead (sure or not).
+    Refused: removing a whole group, and a chosen file inside a reference folder.
+    """
+    plan = []
+    for g in groups:
+        if selected is None:
+            keys = {m.item.key for m in g.members[1:] if not in_folders(m.item.path, reference)
+                    and (include_similar or is_sure(m, sure_level))}
+        else:
+            keys = selected.get(g.keeper.key, set())
+        chosen = [m.item for m in g.members if m.item.key in keys]
+        if len(chosen) >= len(g.members):
+            raise DedupError(f"refused: that would remove every copy of {g.keeper.path.name}; keep at least one")
+        for it in chosen:
+            if in_folders(it.path, reference):
+                raise DedupError(f"refused: {it.path} is in a protected reference folder")
+            plan.append(PlannedMove(it, g.keeper))
+    return plan
