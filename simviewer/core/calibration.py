@@ -10,11 +10,16 @@ photos). So no constant can be right. Instead, for a sample of the library's pho
   as the duplicate finder scores a pair, with the mirrored and rotated variants;
 - **different photos**: each photo against its k-th nearest other photo in the library (k = 10 by
   default), so that the few real duplicates and burst shots a photo may have among its nearest
-  neighbours do not count as "different".
+  neighbours do not count as "different". A photo with more than k look-alikes (one picture saved a
+  dozen times) would still meet one of them there: when its nearest neighbours form a cluster of more
+  than k that ends at the largest drop among its first 40 scores, its "different photo" is the first
+  one after that drop.
 
 The threshold is the one that separates the two score sets best (largest true-positive rate minus
-false-positive rate, in the middle of the widest such gap). Where the sets overlap too much to be
-separated (an untrained network, say), the calibration says so and nothing should be pre-selected.
+false-positive rate, in the middle of the widest such gap). How reliable it is, is judged on the
+plain k-th neighbours: a library whose photos sit in tight clusters of different shots (a turntable,
+a long burst) is not separated by any threshold, and the calibration says so. Where the sets overlap
+too much (an untrained network, say), nothing should be pre-selected.
 """
 
 from __future__ import annotations
@@ -39,12 +44,14 @@ from .index import AnnIndex
 log = logging.getLogger(__name__)
 
 CALIBRATION_FILE = "calibration.json"
-CALIBRATION_VERSION = 1
+CALIBRATION_VERSION = 2  # 2: negatives past a photo's cluster of look-alikes
 DEFAULT_SAMPLE = 200  # photos to edit: enough for a stable threshold, about a minute at most
 DEFAULT_K = 10  # the "different photo" of each sample photo is its k-th nearest neighbour
+CLUSTER_SPAN = 40  # how far down a photo's neighbours a cluster of look-alikes is looked for
 EDITS_PER_PHOTO = 4
-# Below this separation (true-positive rate minus false-positive rate at the best threshold) the
-# model cannot tell duplicates from different photos well enough to pre-select anything.
+# Below this separation (true-positive rate minus false-positive rate at the threshold, the latter
+# counted on the plain k-th neighbours) the model cannot tell duplicates from different photos well
+# enough to pre-select anything.
 MIN_SEPARATION = 0.8
 
 
@@ -64,7 +71,7 @@ class Calibration:
 
     fingerprint: str  # the model's
     threshold: float
-    separation: float  # TPR - FPR at the threshold: 1.0 = the two sets do not overlap
+    separation: float  # TPR - FPR (on k-th neighbours) at the threshold: 1.0 = no overlap
     reliable: bool
     photos: int  # photos sampled
     library_size: int
@@ -149,7 +156,8 @@ def pick_threshold(positives: Sequence[float], negatives: Sequence[float]) -> tu
 
     Leaving out the highest k-th-neighbour scores (photos with more than k copies, whose k-th
     neighbour is a copy) was measured and rejected: it fixed one set where a photo has 12 copies
-    and cost untrained networks 0.14 F1 (benchmarks/bench_quality.py).
+    and cost untrained networks 0.14 F1 (benchmarks/bench_quality.py). Looking past each such
+    photo's own cluster (:func:`different_photo_scores`) fixes that set and leaves the others alone.
     """
     pos = np.sort(np.asarray(positives, np.float64))
     neg = np.sort(np.asarray(negatives, np.float64))
@@ -233,26 +241,43 @@ def sample_keys(keys: Sequence[str], n: int, seed: int = 0) -> list[str]:
     return sorted(random.Random(seed).sample(keys, n))
 
 
-def kth_neighbour_scores(index: AnnIndex, queries: Sequence[tuple[str, str, list[np.ndarray]]], k: int,
-                         hash_of: dict[str, str]) -> list[float]:
-    """For each (key, content hash, [vector and its variants]): the k-th highest score among the
-    other photos of the index (a pair scores its best over the variants, as the finder does).
-    Exact copies of the photo are not "other photos"; a library with fewer than k others gives its
-    farthest."""
-    out = []
+def _ranked_others(index: AnnIndex, key: str, content: str, vectors: list[np.ndarray], want: int,
+                   hash_of: dict[str, str]) -> list[float]:
+    """The scores of the other photos nearest to *key*, highest first (a pair scores its best over
+    the variants, as the finder does). Exact copies of the photo are not "other photos"."""
+    best: dict[str, float] = {}
+    for vec in vectors:
+        for other, score in index.query_vector(vec, want):
+            if other == key or hash_of.get(other) == content:
+                continue
+            if score > best.get(other, -2.0):
+                best[other] = score
+    return sorted(best.values(), reverse=True)
+
+
+def past_cluster(ranked: Sequence[float], k: int, span: int = CLUSTER_SPAN) -> float:
+    """The score of a photo's "different photo" among its neighbours' *ranked* scores: the k-th,
+    unless the photo's nearest neighbours form a cluster of more than k (the members above the
+    largest drop among the first *span*), then the first one after that drop."""
+    top = np.asarray(ranked[:span], np.float64)
+    kth = float(top[min(k, len(top)) - 1])
+    if len(top) <= k:
+        return kth
+    members = int(np.argmax(top[:-1] - top[1:])) + 1
+    return float(top[members]) if members >= k else kth
+
+
+def different_photo_scores(index: AnnIndex, queries: Sequence[tuple[str, str, list[np.ndarray]]], k: int,
+                           hash_of: dict[str, str]) -> tuple[list[float], list[float]]:
+    """(k-th neighbour scores, scores past each photo's cluster of look-alikes) of the *queries*,
+    one each per photo that has other photos: see :func:`past_cluster`."""
+    kth, past = [], []
     for key, content, vectors in queries:
-        want = k + 8
-        best: dict[str, float] = {}
-        for vec in vectors:
-            for other, score in index.query_vector(vec, want):
-                if other == key or hash_of.get(other) == content:
-                    continue
-                if score > best.get(other, -2.0):
-                    best[other] = score
-        if best:
-            ranked = sorted(best.values(), reverse=True)
-            out.append(ranked[min(k, len(ranked)) - 1])
-    return out
+        ranked = _ranked_others(index, key, content, vectors, max(k, CLUSTER_SPAN) + 8, hash_of)
+        if ranked:
+            kth.append(ranked[min(k, len(ranked)) - 1])
+            past.append(past_cluster(ranked, k))
+    return kth, past
 
 
 def calibrate(
@@ -328,8 +353,11 @@ def calibrate(
         yield CalibrationProgress(min(start + per_batch, len(keys)), len(keys))
     if not positives:
         raise CalibrationError("none of the sampled photos could be read")
-    negatives = kth_neighbour_scores(index, queries, k, hashes)
-    threshold, separation = pick_threshold(positives, negatives)
+    nearest, negatives = different_photo_scores(index, queries, k, hashes)
+    threshold, _ = pick_threshold(positives, negatives)
+    # How well the threshold separates copies from the plain k-th neighbours: photos in tight
+    # clusters of different shots make this low, and the library is then not "reliable".
+    separation = _rate(positives, threshold) - _rate(nearest, threshold) if nearest else 1.0
     yield Calibration(
         fingerprint=index.model_fingerprint, threshold=threshold, separation=separation,
         reliable=separation >= MIN_SEPARATION, photos=len(queries), library_size=len(paths), k=k,

@@ -119,3 +119,20 @@ def test_sure_level_is_the_median_edited_copy_never_below_the_threshold():
     assert cal(0.64, ()).sure_level == 1.0  # no edited copies: only a perfect score is sure
     stored = calib.Calibration.from_dict(cal(0.64, (0.70, 0.83, 0.90)).to_dict())
     assert stored.sure_level == pytest.approx(0.83)  # derived, not stored
+
+
+def test_different_photo_is_the_kth_neighbour_unless_a_cluster_of_more_than_k_ends_in_a_drop():
+    flat_tail = [0.97, 0.95, 0.9] + [0.6 - 0.001 * i for i in range(40)]
+    assert calib.past_cluster(flat_tail, k=10) == pytest.approx(flat_tail[9])  # three look-alikes: k-th
+    dozen_copies = [0.9 - 0.01 * i for i in range(12)] + [0.55 - 0.001 * i for i in range(30)]
+    # The 10th neighbour of a photo saved a dozen times is one of its copies (0.81): the first
+    # photo after the drop is its "different photo".
+    assert calib.past_cluster(dozen_copies, k=10) == pytest.approx(0.55)
+    assert calib.past_cluster([0.9, 0.5], k=10) == pytest.approx(0.5)  # fewer than k others: the farthest
+
+
+def test_a_calibration_of_an_older_kind_is_measured_again(tmp_path):
+    cal = calib.Calibration("m|1", 0.91, 0.97, True, 3, 10, 2, (0.95, 0.97), (0.5,), 1.0, 123.0)
+    old = {**cal.to_dict(), "version": 1}  # negatives were plain k-th neighbours then
+    (tmp_path / calib.CALIBRATION_FILE).write_text(json.dumps(old))
+    assert calib.load(tmp_path, "m|1") is None
