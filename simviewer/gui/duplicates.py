@@ -47,8 +47,8 @@ from ..core.calibration import Calibration, CalibrationProgress
 from ..core.embedder import Embedder
 from ..core.library import VariantProgress, VariantVectors
 from ..core.units import human_size
-from .calibration_plot import CalibrationPlot
-from .calibration_plot import caption as calibration_caption
+from .widgets.calibration_plot import CalibrationPlot
+from .widgets.calibration_plot import caption as calibration_caption
 from .compare import CompareDialog, ImagePane, _Load, _Signals
 from .models import FileRow
 from .workers import GeneratorThread

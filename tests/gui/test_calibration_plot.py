@@ -9,7 +9,7 @@ pytest.importorskip("PySide6")
 from PySide6.QtGui import QColor  # noqa: E402
 
 from simviewer.core.calibration import Calibration  # noqa: E402
-from simviewer.gui.calibration_plot import (  # noqa: E402
+from simviewer.gui.widgets.calibration_plot import (  # noqa: E402
     CHOSEN_COLOUR,
     DIFFERENT_COLOUR,
     DUPLICATE_COLOUR,

@@ -1,4 +1,8 @@
-"""The Duplicates tab, driven like a user would: find, slide, choose, clean up, undo."""
+"""The Duplicates tab, driven like a user would: find, slide, choose, clean up, undo.
+
+The tab is built as the window builds it, from a session, the thumbnail service and an
+``ask``/``error`` feedback, without the window.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +11,71 @@ import dataclasses
 import pytest
 
 pytest.importorskip("PySide6")
-from PySide6.QtCore import Qt  # noqa: E402
+from PySide6.QtCore import QSettings, Qt  # noqa: E402
+from PySide6.QtWidgets import QFileDialog  # noqa: E402
 
 from simviewer.core import calibration, dedup  # noqa: E402
 from simviewer.core.images import file_digest  # noqa: E402
-from simviewer.gui.duplicates import CHECK_COLOUR, UNRELIABLE_TEXT  # noqa: E402
-from simviewer.gui.main_window import MainWindow  # noqa: E402
+from simviewer.gui.duplicates_models import CHECK_COLOUR, MOVE, SIMILARITY  # noqa: E402
+from simviewer.gui.session import LibrarySession  # noqa: E402
+from simviewer.gui.tabs.duplicates_panels import UNRELIABLE_TEXT  # noqa: E402
+from simviewer.gui.tabs.duplicates_tab import DuplicatesTab  # noqa: E402
+from simviewer.gui.thumbnails import ThumbnailService  # noqa: E402
 
 from ..conftest import EDITS, make_photo, write_jpeg  # noqa: E402
-from .conftest import wait_indexed  # noqa: E402
+
+
+class Feedback:
+    """The window's ask()/error(): records each question and answers *answer*."""
+
+    def __init__(self) -> None:
+        self.answer = False
+        self.asked: list[dict] = []
+        self.errors: list[tuple[str, str]] = []
+
+    def ask(self, title, text, yes, no="Cancel", *, informative="", details=""):
+        self.asked.append({"title": title, "text": text, "yes": yes, "informative": informative,
+                           "details": details})
+        return self.answer
+
+    def error(self, title, text):
+        self.errors.append((title, text))
+
+
+def make_tab(qtbot, tmp_path, settings=None) -> DuplicatesTab:
+    if settings is None:
+        settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+    session = LibrarySession(settings, tmp_path / "indexes")
+    thumbnails = ThumbnailService()
+    tab = DuplicatesTab(session, thumbnails, Feedback())
+    qtbot.addWidget(tab)
+    tab.resize(1280, 800)
+    tab.show()
+    return tab
+
+
+def close(tab: DuplicatesTab) -> None:
+    tab.stop()
+    tab.session.close()
+    tab.thumbnails.shutdown()
+
+
+@pytest.fixture
+def tab(qtbot, tmp_path, small_default):
+    t = make_tab(qtbot, tmp_path)
+    yield t
+    close(t)
+
+
+def wait_indexed(qtbot, tab, timeout=120_000):
+    s = tab.session
+    qtbot.waitUntil(lambda: s.worker is not None and not s.indexing and not s.loading and s.index is not None,
+                    timeout=timeout)
+
+
+def open_folder(qtbot, tab, folder):
+    tab.session.open(folder)
+    wait_indexed(qtbot, tab)
 
 
 @pytest.fixture
@@ -42,13 +102,11 @@ def hashes(root):
 GROUPING_THRESHOLD = 0.9972
 
 
-def find_groups(qtbot, w: MainWindow, threshold: float | None = GROUPING_THRESHOLD):
+def find_groups(qtbot, tab: DuplicatesTab, threshold: float | None = GROUPING_THRESHOLD):
     """Press Find; then slide to *threshold* (None: stay where the tab started)."""
-    tab = w.duplicates
-    w.tabs.setCurrentWidget(tab)
-    qtbot.waitUntil(lambda: tab.find_button.isEnabled(), timeout=30_000)
-    tab.find_button.click()
-    qtbot.waitUntil(lambda: not tab.finding and tab.nb is not None, timeout=60_000)
+    qtbot.waitUntil(lambda: tab.bar.find_button.isEnabled(), timeout=30_000)
+    tab.bar.find_button.click()
+    qtbot.waitUntil(lambda: not tab.finding and tab.search is not None, timeout=60_000)
     if threshold is not None:
         tab.set_threshold(threshold)
     return tab
@@ -58,12 +116,28 @@ def group_keys(tab):
     return sorted(sorted(m.item.key for m in g.members) for g in tab.groups)
 
 
-def test_slider_regroups_and_rules_pick_the_keeper(qtbot, window, dup_folder):
-    window.open_folder(dup_folder)
-    wait_indexed(qtbot, window)
-    tab = find_groups(qtbot, window, threshold=None)
+def ticked(tab, row: int) -> bool:
+    model = tab.members_model
+    return model.data(model.index(row, MOVE), Qt.ItemDataRole.CheckStateRole) == Qt.CheckState.Checked
+
+
+def tick(tab, row: int, on: bool = True) -> bool:
+    """What the view does when the user clicks a Move box."""
+    model = tab.members_model
+    state = Qt.CheckState.Checked if on else Qt.CheckState.Unchecked
+    return model.setData(model.index(row, MOVE), state.value, Qt.ItemDataRole.CheckStateRole)
+
+
+def yes_to_cleanup(tab):
+    tab.feedback.answer = True
+
+
+def test_slider_regroups_and_rules_pick_the_keeper(qtbot, tab, dup_folder):
+    open_folder(qtbot, tab, dup_folder)
+    find_groups(qtbot, tab, threshold=None)
+    session = tab.session
     # The tab starts at the threshold calibrated on this library for its model.
-    cal = window.library.calibration(window.index.model_fingerprint)
+    cal = session.library.calibration(session.index.model_fingerprint)
     assert cal is not None and tab.threshold == cal.threshold
     tab.set_threshold(GROUPING_THRESHOLD)
     assert tab.threshold == pytest.approx(GROUPING_THRESHOLD, abs=1e-4)
@@ -72,7 +146,7 @@ def test_slider_regroups_and_rules_pick_the_keeper(qtbot, window, dup_folder):
         ["copies/lowq1.jpg", "copies/small1.jpg", "orig1.jpg"],
         ["copies/lowq2.jpg", "copies/small2.jpg", "orig2.jpg"],
     ]
-    assert tab.group_list.count() == 3 and "photos" in tab.group_list.item(0).text()
+    assert tab.groups_model.rowCount() == 3 and "photos" in tab.groups_model.data(tab.groups_model.index(0))
     assert "3 groups" in tab.summary.text() and "to reclaim" in tab.summary.text()
     # Keeper by the default rules: the most pixels, then the largest file (so never the half-size copy
     # or the quality-35 one); the exact copy ties with the original and loses on path length.
@@ -81,235 +155,260 @@ def test_slider_regroups_and_rules_pick_the_keeper(qtbot, window, dup_folder):
     # Sliding to 100 % regroups at once from the cached neighbours: only the byte-identical pair is left.
     tab.set_threshold(1.0)
     assert group_keys(tab) == [["orig0.jpg", "other/orig0_again.jpg"]] and tab.groups[0].exact
-    tab.exact_box.setChecked(True)
+    tab.bar.exact_box.setChecked(True)
     assert tab.groups == []
-    tab.exact_box.setChecked(False)
+    tab.bar.exact_box.setChecked(False)
     tab.set_threshold(GROUPING_THRESHOLD)
     assert len(tab.groups) == 3
     # The table marks the keeper and ticks the others; the compare view shows the keeper beside one.
-    tab.group_list.setCurrentRow(0)
+    tab.choose_group(0)
     g = tab.current_group()
-    assert tab.table.rowCount() == len(g.members)
-    assert tab.table.item(0, 0).checkState() == Qt.CheckState.Unchecked
-    assert all(tab.table.item(r, 0).checkState() == Qt.CheckState.Checked for r in range(1, len(g.members)))
-    assert "KEEP" in tab.keeper_caption.text() and g.keeper.path.name in tab.keeper_caption.text()
-    assert "will be moved" in tab.member_caption.text()
+    assert tab.members_model.rowCount() == len(g.members)
+    assert not ticked(tab, 0)
+    assert all(ticked(tab, r) for r in range(1, len(g.members)))
+    assert "KEEP" in tab.panes.keeper_caption.text() and g.keeper.path.name in tab.panes.keeper_caption.text()
+    assert "will be moved" in tab.panes.member_caption.text()
 
 
-def test_manual_override_and_not_duplicates_persist(qtbot, window, dup_folder, tmp_path):
-    window.open_folder(dup_folder)
-    wait_indexed(qtbot, window)
-    tab = find_groups(qtbot, window)
+def test_manual_override_and_not_duplicates_persist(qtbot, tab, dup_folder, tmp_path):
+    open_folder(qtbot, tab, dup_folder)
+    find_groups(qtbot, tab)
     g = next(g for g in tab.groups if g.keeper.key == "orig1.jpg")
-    tab.group_list.setCurrentRow(tab.groups.index(g))
+    tab.choose_group(tab.groups.index(g))
     small = next(r for r, m in enumerate(g.members) if m.item.key == "copies/small1.jpg")
-    tab.table.setCurrentCell(small, 1)
-    tab.keep_button.click()  # keep the half-size copy instead of the rules' keeper
-    assert tab.selection(g) == {m.item.key for m in g.members} - {"copies/small1.jpg"}
+    tab.choose_member(small)
+    tab.browser.keep_button.click()  # keep the half-size copy instead of the rules' keeper
+    assert tab.selection.moving(g) == {m.item.key for m in g.members} - {"copies/small1.jpg"}
     # Ticking the last unticked photo would remove the whole group: refused in place.
-    tab.table.item(small, 0).setCheckState(Qt.CheckState.Checked)
-    assert "copies/small1.jpg" not in tab.selection(tab.current_group())
-    assert "At least one" in tab.status.text()
+    tick(tab, small)
+    assert "copies/small1.jpg" not in tab.selection.moving(tab.current_group())
+    assert "At least one" in tab.actions_bar.status.text()
 
     lowq = next(r for r, m in enumerate(g.members) if m.item.key == "copies/lowq1.jpg")
-    tab.table.setCurrentCell(lowq, 1)
-    tab.not_dup_button.click()
+    tab.choose_member(lowq)
+    tab.browser.not_dup_button.click()
     g1 = next(g for g in tab.groups if g.keeper.key == "orig1.jpg")
     assert "copies/lowq1.jpg" not in {m.item.key for m in g1.members}
-    window.close()
+    settings = tab.session.settings
+    close(tab)
 
     # A restart remembers the mark.
-    w2 = MainWindow(settings=window.settings, index_root=tmp_path / "indexes")
-    w2.exec_dialog = lambda box: None
-    qtbot.addWidget(w2)
-    w2.show()
+    tab2 = make_tab(qtbot, tmp_path, settings)
     try:
-        w2.open_folder(dup_folder)
-        wait_indexed(qtbot, w2)
-        tab2 = find_groups(qtbot, w2)
+        open_folder(qtbot, tab2, dup_folder)
+        find_groups(qtbot, tab2)
         g1 = next(g for g in tab2.groups if g.keeper.key == "orig1.jpg")
         assert "copies/lowq1.jpg" not in {m.item.key for m in g1.members}
     finally:
-        w2.close()
+        close(tab2)
 
 
-def test_clean_up_asks_moves_follows_and_undo_restores_every_byte(qtbot, window, dup_folder, tmp_path):
+def test_clean_up_asks_moves_follows_and_undo_restores_every_byte(qtbot, tab, dup_folder, tmp_path):
     before = hashes(dup_folder)
-    window.open_folder(dup_folder)
-    wait_indexed(qtbot, window)
-    tab = find_groups(qtbot, window)
+    open_folder(qtbot, tab, dup_folder)
+    find_groups(qtbot, tab)
     tab.add_reference(dup_folder / "copies")  # protected: never moved, preferred as keeper
     assert all(g.keeper.key.startswith("copies/") for g in tab.groups)
+    # Every photo outside the protected folder moves, but one of the two identical full-size originals:
+    # every copy of one content is never sent away (the kept one is an edited copy of it here).
     expected = {m.item.key for g in tab.groups for m in g.members if not m.item.key.startswith("copies/")}
+    expected -= {"other/orig0_again.jpg"}
 
     # Declining the confirmation moves nothing.
-    asked = []
-    window.exec_dialog = lambda box: asked.append(box.text()) or None
-    tab.action_box.setCurrentIndex(tab.action_box.findData("move"))
+    bar = tab.actions_bar
+    bar.action_box.setCurrentIndex(bar.action_box.findData("move"))
     dest = tmp_path / "removed"
     tab.clean_up(move_to=dest)
-    assert asked and f"Move {len(expected)} photos" in asked[0]
-    assert "protected folders" in tab.confirm_box.informativeText()
+    asked = tab.feedback.asked
+    assert asked and f"Move {len(expected)} photos" in asked[0]["text"]
+    assert "protected folders" in asked[0]["informative"]
     assert hashes(dup_folder) == before
 
-    window.exec_dialog = lambda box: box.buttons()[0] if box is getattr(tab, "confirm_box", None) else None
+    yes_to_cleanup(tab)
     tab.clean_up(move_to=dest)
-    qtbot.waitUntil(lambda: not tab.acting, timeout=30_000)
+    qtbot.waitUntil(lambda: not tab.cleanup.acting, timeout=30_000)
     assert {p.relative_to(dest).as_posix() for p in dest.rglob("*.jpg")} == expected
     assert all(not (dup_folder / k).exists() for k in expected)
     # The library follows: re-indexed without the moved photos, and the groups are found again.
-    wait_indexed(qtbot, window)
+    wait_indexed(qtbot, tab)
     qtbot.waitUntil(lambda: not tab.finding, timeout=60_000)
-    assert window.index.count == len(before) - len(expected)
+    assert tab.session.index.count == len(before) - len(expected)
     assert not {k for grp in group_keys(tab) for k in grp} & expected
 
-    assert tab.undo_button.isEnabled()
-    tab.undo_button.click()
-    qtbot.waitUntil(lambda: not tab.acting, timeout=30_000)
+    assert bar.undo_button.isEnabled()
+    bar.undo_button.click()
+    qtbot.waitUntil(lambda: not tab.cleanup.acting, timeout=30_000)
     assert hashes(dup_folder) == before
-    wait_indexed(qtbot, window)
-    assert window.index.count == len(before)
+    wait_indexed(qtbot, tab)
+    assert tab.session.index.count == len(before)
     qtbot.waitUntil(lambda: not tab.finding, timeout=60_000)
 
 
-def test_a_whole_group_is_never_removed(qtbot, window, dup_folder):
-    window.open_folder(dup_folder)
-    wait_indexed(qtbot, window)
-    tab = find_groups(qtbot, window)
+def test_move_to_a_folder_asks_for_the_folder_when_clean_up_is_clicked(qtbot, tab, dup_folder, tmp_path,
+                                                                       monkeypatch):
+    """Issue: the button's clicked(bool) reached move_to: "Move 11 photos to False?", nothing moved."""
+    dest = tmp_path / "chosen"
+    dest.mkdir()
+    asked_for_folder = []
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory",
+                        lambda *a, **k: asked_for_folder.append(a) or str(dest))
+    open_folder(qtbot, tab, dup_folder)
+    find_groups(qtbot, tab)
+    bar = tab.actions_bar
+    bar.action_box.setCurrentIndex(bar.action_box.findData("move"))
+    planned = {p.item.key for p in tab.selection.plan()}
+    assert planned and bar.act_button.isEnabled()
+    yes_to_cleanup(tab)
+    qtbot.mouseClick(bar.act_button, Qt.MouseButton.LeftButton)
+    assert asked_for_folder, "Clean up asks where to move the photos"
+    assert tab.feedback.asked[-1]["text"].endswith(f"to {dest}?")
+    qtbot.waitUntil(lambda: not tab.cleanup.acting, timeout=30_000)
+    assert {p.relative_to(dest).as_posix() for p in dest.rglob("*.jpg")} == planned
+    assert not tab.feedback.errors
+    wait_indexed(qtbot, tab)
+    qtbot.waitUntil(lambda: not tab.finding, timeout=60_000)
+
+
+def test_a_whole_group_is_never_removed(qtbot, tab, dup_folder):
+    open_folder(qtbot, tab, dup_folder)
+    find_groups(qtbot, tab)
     g = tab.groups[0]
     for m in g.members:
-        tab.overrides[m.item.key] = True  # as if every box were ticked
-    assert tab.selection(g) == {m.item.key for m in g.members[1:]}  # the rules' choice stands
+        tab.selection.overrides[m.item.key] = True  # as if every box were ticked
+    assert tab.selection.moving(g) == {m.item.key for m in g.members[1:]}  # the rules' choice stands
     before = hashes(dup_folder)
-    window.exec_dialog = lambda box: box.buttons()[0] if box is getattr(tab, "confirm_box", None) else None
-    tab.select_none()
+    yes_to_cleanup(tab)
+    tab.actions_bar.none_action.trigger()
     tab.clean_up()
-    assert "No photo is selected" in tab.status.text() and hashes(dup_folder) == before
+    assert "No photo is selected" in tab.actions_bar.status.text() and hashes(dup_folder) == before
 
 
-def reopen(qtbot, w: MainWindow, folder):
-    w.open_folder(folder)
-    wait_indexed(qtbot, w)
+def reopen(qtbot, tab, folder):
+    open_folder(qtbot, tab, folder)
 
 
-def store_calibration(w: MainWindow, **changes):
+def store_calibration(tab, **changes):
     """Replace the library's calibration by an edited one (a later measurement: another created)."""
-    cal = w.library.calibration(w.index.model_fingerprint)
+    s = tab.session
+    cal = s.library.calibration(s.index.model_fingerprint)
     new = dataclasses.replace(cal, created=cal.created + 1, **changes)
-    calibration.save(w.library.index_dir, new)
+    calibration.save(s.library.index_dir, new)
     return new
 
 
-def test_the_slider_starts_at_the_calibrated_threshold_and_remembers_a_move(qtbot, window, dup_folder):
-    window.open_folder(dup_folder)
-    wait_indexed(qtbot, window)
-    stored = store_calibration(window, threshold=0.9931)
-    reopen(qtbot, window, dup_folder)  # keeps the stored calibration: same model, same photos
-    tab = window.duplicates
+def test_the_slider_starts_at_the_calibrated_threshold_and_remembers_a_move(qtbot, tab, dup_folder):
+    open_folder(qtbot, tab, dup_folder)
+    stored = store_calibration(tab, threshold=0.9931)
+    reopen(qtbot, tab, dup_folder)  # keeps the stored calibration: same model, same photos
     assert tab.threshold == 0.9931 and tab.calibration == stored
     assert tab.floor == pytest.approx(dedup.threshold_floor(0.9931))
-    assert tab.plot.calibration == stored and tab.plot.value == 0.9931
-    assert f"Calibrated on {stored.photos} of your photos" in tab.caption.text()
-    assert tab.find_button.isEnabled() and not tab.warning.isVisibleTo(tab)
+    assert tab.strip.plot.calibration == stored and tab.strip.plot.value == 0.9931
+    assert f"Calibrated on {stored.photos} of your photos" in tab.strip.caption.text()
+    assert tab.bar.find_button.isEnabled() and not tab.strip.warning.isVisibleTo(tab)
 
     # A move of the slider is remembered for this calibration, across a reopen.
-    tab = find_groups(qtbot, window, threshold=0.9960)
+    find_groups(qtbot, tab, threshold=0.9960)
     moved = tab.threshold
-    assert moved == pytest.approx(0.9960, abs=1e-4) and "at your" in tab.caption.text()
-    reopen(qtbot, window, dup_folder)
-    assert window.duplicates.threshold == pytest.approx(moved)
+    assert moved == pytest.approx(0.9960, abs=1e-4) and "at your" in tab.strip.caption.text()
+    reopen(qtbot, tab, dup_folder)
+    assert tab.threshold == pytest.approx(moved)
 
     # A new calibration starts from its own threshold again.
-    store_calibration(window, threshold=0.9911)
-    reopen(qtbot, window, dup_folder)
-    assert window.duplicates.threshold == 0.9911
+    store_calibration(tab, threshold=0.9911)
+    reopen(qtbot, tab, dup_folder)
+    assert tab.threshold == 0.9911
 
 
-def test_an_unreliable_calibration_selects_nothing_and_says_so(qtbot, window, dup_folder):
-    window.open_folder(dup_folder)
-    wait_indexed(qtbot, window)
-    store_calibration(window, reliable=False, separation=0.4)
-    reopen(qtbot, window, dup_folder)
-    tab = find_groups(qtbot, window, threshold=None)
+def test_an_unreliable_calibration_selects_nothing_and_says_so(qtbot, tab, dup_folder):
+    open_folder(qtbot, tab, dup_folder)
+    store_calibration(tab, reliable=False, separation=0.4)
+    reopen(qtbot, tab, dup_folder)
+    find_groups(qtbot, tab, threshold=None)
+    strip = tab.strip
     assert tab.groups, "groups are still shown, to look at"
-    assert tab.warning.isVisible() and UNRELIABLE_TEXT in tab.warning.text()
-    assert tab.pretrained_button.isVisible() and tab.finetune_button.isVisible()  # an untrained model
+    assert strip.warning.isVisible() and UNRELIABLE_TEXT in strip.warning.text()
+    assert strip.pretrained_button.isVisible() and strip.finetune_button.isVisible()  # an untrained model
     assert tab.planned() == (0, 0)
-    tab.group_list.setCurrentRow(0)
-    assert all(tab.table.item(r, 0).checkState() == Qt.CheckState.Unchecked for r in range(tab.table.rowCount()))
-    assert not tab.act_button.isEnabled()
+    tab.choose_group(0)
+    assert all(not ticked(tab, r) for r in range(tab.members_model.rowCount()))
+    assert not tab.actions_bar.act_button.isEnabled()
     # A photo ticked by hand is the only one selected.
-    tab.table.item(1, 0).setCheckState(Qt.CheckState.Checked)
+    tick(tab, 1)
     assert tab.planned()[0] == 1
     # Moving the threshold is the user's decision: the rules choose as usual from then on.
-    assert "Nothing is selected" in tab.warning.text()
+    assert "Nothing is selected" in strip.warning.text()
     tab.set_threshold(GROUPING_THRESHOLD)
     assert tab.planned()[0] == sum(len(g.members) - 1 for g in tab.groups) > 1
-    assert tab.warning.isVisible() and "Check each group" in tab.warning.text()
+    assert strip.warning.isVisible() and "Check each group" in strip.warning.text()
+    # Fine-tune is the window's business: the tab asks for it.
+    with qtbot.waitSignal(tab.finetune_requested):
+        strip.finetune_button.click()
 
 
-def test_only_sure_duplicates_are_ticked_and_similar_ones_are_marked_to_check(qtbot, window, dup_folder):
-    window.open_folder(dup_folder)
-    wait_indexed(qtbot, window)
-    tab = find_groups(qtbot, window)
+def test_only_sure_duplicates_are_ticked_and_similar_ones_are_marked_to_check(qtbot, tab, dup_folder):
+    open_folder(qtbot, tab, dup_folder)
+    find_groups(qtbot, tab)
     g = next(g for g in tab.groups if g.keeper.key == "orig0.jpg")
     scores = {m.item.key: m.score for m in g.members}
     # A calibration whose typical edited copy sits between the re-compressed copy and the half-size
     # one: the half-size copy is then only similar, as another photo of the same subject would be.
     level = round((scores["copies/lowq0.jpg"] + scores["copies/small0.jpg"]) / 2, 6)  # as it is stored
     assert scores["copies/small0.jpg"] < level < scores["copies/lowq0.jpg"]
-    stored = store_calibration(window, positives=(level,))
+    stored = store_calibration(tab, positives=(level,))
     assert stored.sure_level == level
-    reopen(qtbot, window, dup_folder)
-    tab = find_groups(qtbot, window)
+    reopen(qtbot, tab, dup_folder)
+    find_groups(qtbot, tab)
     assert tab.sure_level() == level
     g = next(g for g in tab.groups if g.keeper.key == "orig0.jpg")
-    tab.group_list.setCurrentRow(tab.groups.index(g))
+    tab.choose_group(tab.groups.index(g))
     rows = {m.item.key: r for r, m in enumerate(g.members)}
-
-    def ticked(key):
-        return tab.table.item(rows[key], 0).checkState() == Qt.CheckState.Checked
+    model = tab.members_model
 
     # The exact copy and the copy as alike as a typical edit are ticked; the similar one is not.
-    assert ticked("other/orig0_again.jpg") and ticked("copies/lowq0.jpg")
-    assert not ticked("copies/small0.jpg") and not ticked("orig0.jpg")
-    similarity = tab.table.item(rows["copies/small0.jpg"], 2)
-    assert similarity.text().endswith(" · check") and similarity.foreground().color() == CHECK_COLOUR
-    assert "check" not in tab.table.item(rows["copies/lowq0.jpg"], 2).text()
-    assert tab.selection(g) == {"other/orig0_again.jpg", "copies/lowq0.jpg"}
+    assert ticked(tab, rows["other/orig0_again.jpg"]) and ticked(tab, rows["copies/lowq0.jpg"])
+    assert not ticked(tab, rows["copies/small0.jpg"]) and not ticked(tab, rows["orig0.jpg"])
+    similarity = model.index(rows["copies/small0.jpg"], SIMILARITY)
+    assert model.data(similarity).endswith(" · check")
+    assert model.data(similarity, Qt.ItemDataRole.ForegroundRole).color() == CHECK_COLOUR
+    assert "check" not in model.data(model.index(rows["copies/lowq0.jpg"], SIMILARITY))
+    assert tab.selection.moving(g) == {"other/orig0_again.jpg", "copies/lowq0.jpg"}
     sure = sum(len(grp.sure(level)) for grp in tab.groups)
     similar = sum(len(grp.to_check(level)) for grp in tab.groups)
     assert similar >= 1 and f"{sure} sure duplicates selected, {similar} similar to check" in tab.summary.text()
     assert tab.planned()[0] == sure
 
-    # "Select similar too" ticks the rest; "Select by the rules" goes back to the sure ones.
-    assert tab.similar_button.isEnabled()
-    tab.similar_button.click()
-    assert tab.selection(tab.current_group()) == {m.item.key for m in g.members[1:]}
+    # "Similar ones too" ticks the rest; "By the rules" goes back to the sure ones.
+    act = tab.actions_bar
+    assert act.similar_action.isEnabled()
+    act.similar_action.trigger()
+    assert tab.selection.moving(tab.current_group()) == {m.item.key for m in g.members[1:]}
     assert tab.planned()[0] == sure + similar and f"({similar} ticked)" in tab.summary.text()
-    tab.rules_button.click()
+    act.rules_action.trigger()
     assert tab.planned()[0] == sure
+    # Invert swaps ticked and unticked, and one photo of each group still stays.
+    act.invert_action.trigger()
+    assert tab.selection.moving(g) == {"orig0.jpg", "copies/small0.jpg"}
+    assert all(len(tab.selection.moving(grp)) < len(grp.members) for grp in tab.groups)
+    assert ticked(tab, rows["orig0.jpg"]) and not ticked(tab, rows["copies/lowq0.jpg"])
 
 
-def test_without_a_calibration_nothing_is_searched_until_it_is_measured(qtbot, window, dup_folder, monkeypatch):
+def test_without_a_calibration_nothing_is_searched_until_it_is_measured(qtbot, tab, dup_folder, monkeypatch):
     def cannot(*_a, **_k):
         raise calibration.CalibrationError("calibration stopped")
 
     monkeypatch.setattr(calibration, "calibrate", cannot)  # as for a library indexed by an older version
-    window.open_folder(dup_folder)
-    wait_indexed(qtbot, window)
-    tab = window.duplicates
-    window.tabs.setCurrentWidget(tab)
-    assert window.library.calibration(window.index.model_fingerprint) is None
-    assert tab.threshold is None and not tab.find_button.isEnabled() and not tab.slider.isEnabled()
-    assert tab.warning.isVisible() and "no duplicate threshold calibrated" in tab.warning.text()
-    assert tab.calibrate_button.isVisible() and tab.calibrate_button.isEnabled()
+    open_folder(qtbot, tab, dup_folder)
+    s, strip = tab.session, tab.strip
+    assert s.library.calibration(s.index.model_fingerprint) is None
+    assert tab.threshold is None and not tab.bar.find_button.isEnabled() and not tab.bar.slider.isEnabled()
+    assert strip.warning.isVisible() and "no duplicate threshold calibrated" in strip.warning.text()
+    assert strip.calibrate_button.isVisible() and strip.calibrate_button.isEnabled()
     tab.find()
-    assert tab.nb is None and not tab.finding  # no threshold is invented
+    assert tab.search is None and not tab.finding  # no threshold is invented
 
     monkeypatch.undo()
-    tab.calibrate_button.click()  # an update measures it
-    wait_indexed(qtbot, window)
-    cal = window.library.calibration(window.index.model_fingerprint)
+    strip.calibrate_button.click()  # an update measures it
+    wait_indexed(qtbot, tab)
+    cal = s.library.calibration(s.index.model_fingerprint)
     assert cal is not None and tab.threshold == cal.threshold
-    assert tab.find_button.isEnabled() and not tab.warning.isVisible() and not tab.calibrate_button.isVisible()
+    assert tab.bar.find_button.isEnabled() and not strip.warning.isVisible() and not strip.calibrate_button.isVisible()

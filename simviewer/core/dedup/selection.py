@@ -137,7 +137,7 @@ class Selection:
             why = _copies_left(g, self.moving(g) | {key})
             if why is not None:
                 return why
-        self._set(g, self.moving(g) - {key} | ({key} if move else set()))
+        self.overrides[key] = move
         return None
 
     def keep_only(self, g: Group, key: str) -> None:

@@ -16,7 +16,7 @@ from PySide6.QtCore import QPointF, QRectF, QSize, Qt
 from PySide6.QtGui import QColor, QPainter, QPainterPath, QPalette, QPen
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
-from ..core.calibration import Calibration
+from ...core.calibration import Calibration
 
 DUPLICATE_COLOUR = QColor(230, 126, 34)  # edited copies: duplicates
 DIFFERENT_COLOUR = QColor(41, 128, 185)  # nearest other photos: different
