@@ -7,13 +7,19 @@ mode and every batch is its own transaction, so a killed run keeps every batch i
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import os
 import sqlite3
 import time
+import urllib.parse
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from .paths import key_from_db, key_to_db
 
 SCHEMA_VERSION = 1
 _FILE_COLUMNS = "path, size, mtime_ns, hash, width, height, format, status, reason, taken_at"
@@ -84,11 +90,35 @@ class CatalogError(Exception):
     """A catalog that cannot be opened or read by this version."""
 
 
-class Catalog:
-    """Thin, typed access to the library database. One instance per thread."""
+class CatalogFull(CatalogError):
+    """The disk (or the file system's quota) holding the catalog is full: nothing of the
+    transaction that met it was written; everything committed before it is kept."""
 
-    def __init__(self, path: str | Path) -> None:
+
+def _is_full(exc: BaseException) -> bool:
+    if isinstance(exc, sqlite3.OperationalError):
+        return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "disk is full" in str(exc)
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def _record(row) -> FileRecord:
+    return FileRecord(key_from_db(row[0]), *row[1:])
+
+
+class Catalog:
+    """Thin, typed access to the library database. One instance per thread.
+
+    *readonly* opens an existing catalog for reading only: it needs no write access to the
+    index folder (a library shared read-only, another user's index), creates nothing there and
+    never upgrades the schema.
+    """
+
+    def __init__(self, path: str | Path, readonly: bool = False) -> None:
         self.path = Path(path)
+        self.readonly = readonly
+        if readonly:
+            self.db = self._open_readonly()
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self.db = sqlite3.connect(self.path, timeout=30)
@@ -113,7 +143,59 @@ class Catalog:
                     "use a matching simviewer or a new --index-dir"
                 )
         except sqlite3.DatabaseError as exc:
+            if _is_full(exc):
+                raise self._full(exc) from None
             raise CatalogError(f"cannot open catalog {self.path}: {exc}") from exc
+
+    def _open_readonly(self) -> sqlite3.Connection:
+        """A read-only connection. Where the folder cannot be written, SQLite cannot make the
+        shared-memory file a WAL reader needs: the catalog is then read as an immutable file
+        (its committed content; nothing can be writing it through this folder anyway)."""
+        if not self.path.is_file():
+            raise CatalogError(f"no catalog at {self.path}")
+        uri = "file:" + urllib.parse.quote(os.fsencode(self.path.resolve()))
+        last: sqlite3.DatabaseError | None = None
+        for query in ("?mode=ro", "?mode=ro&immutable=1"):
+            db = None
+            try:
+                db = sqlite3.connect(uri + query, uri=True, timeout=30)
+                row = db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+                self._check_readable(db, row)
+                return db
+            except sqlite3.DatabaseError as exc:
+                last = exc
+                if db is not None:
+                    db.close()
+            except CatalogError:
+                db.close()
+                raise
+        raise CatalogError(f"cannot read catalog {self.path}: {last}")
+
+    def _check_readable(self, db: sqlite3.Connection, schema_row) -> None:
+        if schema_row is None or int(schema_row[0]) != SCHEMA_VERSION:
+            raise CatalogError(f"{self.path} uses catalog schema {schema_row[0] if schema_row else 'none'}, "
+                               f"this simviewer reads {SCHEMA_VERSION}; use a matching simviewer or a new --index-dir")
+        files = {r[1] for r in db.execute("PRAGMA table_info(files)")}
+        embeddings = {r[1] for r in db.execute("PRAGMA table_info(embeddings)")}
+        if "taken_at" not in files or "dtype" not in embeddings:
+            raise CatalogError(f"{self.path} was written by an older simviewer and cannot be upgraded read-only; "
+                               "run `simviewer index` on the folder once with write access")
+
+    def _full(self, exc: BaseException) -> CatalogFull:
+        return CatalogFull(f"the disk holding the catalog {self.path.parent} is full ({exc}); "
+                           "nothing was lost: the previous index and every photo indexed before are kept; "
+                           "free some space and run again to go on")
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """One write transaction; a full disk rolls it back and raises CatalogFull."""
+        try:
+            with self.db:
+                yield
+        except (sqlite3.OperationalError, OSError) as exc:
+            if _is_full(exc):
+                raise self._full(exc) from None
+            raise
 
     def close(self) -> None:
         self.db.close()
@@ -129,40 +211,42 @@ class Catalog:
         rows = self.db.execute(
             f"SELECT {_FILE_COLUMNS} FROM files"
         )
-        return {r[0]: FileRecord(*r) for r in rows}
+        return {rec.path: rec for rec in map(_record, rows)}
 
     def file(self, path: str) -> FileRecord | None:
         r = self.db.execute(
             f"SELECT {_FILE_COLUMNS} FROM files WHERE path=?",
-            (path,),
+            (key_to_db(path),),
         ).fetchone()
-        return FileRecord(*r) if r else None
+        return _record(r) if r else None
 
     def skipped(self) -> list[tuple[str, str]]:
-        return list(self.db.execute("SELECT path, reason FROM files WHERE status='skipped' ORDER BY path"))
+        rows = self.db.execute("SELECT path, reason FROM files WHERE status='skipped'")
+        return sorted((key_from_db(p), r) for p, r in rows)
 
     def rename_files(self, moves: Iterable[tuple[str, str]]) -> None:
         """Follow files moved inside the library (old key -> new key)."""
-        with self.db:
-            self.db.executemany("UPDATE OR REPLACE files SET path=? WHERE path=?", ((new, old) for old, new in moves))
+        with self._writing():
+            self.db.executemany("UPDATE OR REPLACE files SET path=? WHERE path=?",
+                                ((key_to_db(new), key_to_db(old)) for old, new in moves))
 
     # -- "not duplicates" ------------------------------------------------------------------------
     def ignore_pair(self, hash_a: str, hash_b: str) -> None:
         a, b = sorted((hash_a, hash_b))
-        with self.db:
+        with self._writing():
             self.db.execute("INSERT OR IGNORE INTO ignored_pairs VALUES (?, ?)", (a, b))
 
     def unignore_pair(self, hash_a: str, hash_b: str) -> None:
         a, b = sorted((hash_a, hash_b))
-        with self.db:
+        with self._writing():
             self.db.execute("DELETE FROM ignored_pairs WHERE hash_a=? AND hash_b=?", (a, b))
 
     def ignored_pairs(self) -> set[tuple[str, str]]:
         return {(a, b) for a, b in self.db.execute("SELECT hash_a, hash_b FROM ignored_pairs")}
 
     def remove_files(self, paths: Iterable[str]) -> int:
-        with self.db:
-            cur = self.db.executemany("DELETE FROM files WHERE path=?", ((p,) for p in paths))
+        with self._writing():
+            cur = self.db.executemany("DELETE FROM files WHERE path=?", ((key_to_db(p),) for p in paths))
         return cur.rowcount
 
     def write_batch(
@@ -173,12 +257,12 @@ class Catalog:
     ) -> None:
         """Store file rows and new vectors in one transaction (the unit a kill cannot split)."""
         now = time.time()
-        with self.db:
+        with self._writing():
             self.db.executemany(
                 "INSERT OR REPLACE INTO files VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 (
-                    (r.path, r.size, r.mtime_ns, r.hash, r.width, r.height, r.format, r.status, r.reason, now,
-                     r.taken_at)
+                    (key_to_db(r.path), r.size, r.mtime_ns, r.hash, r.width, r.height, r.format, r.status,
+                     r.reason, now, r.taken_at)
                     for r in records
                 ),
             )
@@ -203,7 +287,7 @@ class Catalog:
 
     def put_vectors(self, model: str, vectors: Iterable[tuple[str, np.ndarray]]) -> None:
         """Store vectors of known content without touching the file rows (one transaction)."""
-        with self.db:
+        with self._writing():
             self.db.executemany(
                 "INSERT OR REPLACE INTO embeddings (hash, model, vector, dtype) VALUES (?,?,?,?)",
                 ((h, model, _blob(v), STORED_DTYPE) for h, v in vectors),
@@ -211,7 +295,7 @@ class Catalog:
 
     def indexed_keys(self, model: str) -> Iterator[tuple[str, str]]:
         """(path, hash) of every ok file with a vector for *model*, by path (no vectors read)."""
-        return iter(self.db.execute(
+        return ((key_from_db(p), h) for p, h in self.db.execute(
             "SELECT f.path, f.hash FROM files f JOIN embeddings e ON e.hash = f.hash AND e.model = ? "
             "WHERE f.status = 'ok' ORDER BY f.path", (model,)))
 
@@ -223,7 +307,7 @@ class Catalog:
 
     def drop_orphan_vectors(self, keep: Iterable[str] = ()) -> int:
         """Delete vectors no file refers to any more (deleted or changed photos), except *keep*."""
-        with self.db:
+        with self._writing():
             self.db.execute("CREATE TEMP TABLE IF NOT EXISTS keep_hashes (hash TEXT PRIMARY KEY)")
             self.db.execute("DELETE FROM keep_hashes")
             self.db.executemany("INSERT OR IGNORE INTO keep_hashes VALUES (?)", ((h,) for h in keep))

@@ -168,6 +168,7 @@ class _Plan:
     known_hashes: set[str]  # content that has a vector of this model
     known_content: dict[str, FileRecord]  # an ok record of each known content
     walk: WalkErrors
+    passed_over: dict[str, str]  # what the walk did not list (a FIFO, a dangling link...): key -> why
 
     @property
     def needs_network(self) -> bool:
@@ -251,8 +252,7 @@ class _Ingest:
         """Every file not indexed now: skipped in this run, skipped before and not reached by a
         stopped run, and what the folder walk passed over."""
         left = {k: r for k, r in self.plan.retried.items() if k not in self.processed}
-        walked = {Path(os.path.relpath(p, self.folder)).as_posix(): r for p, r in self.plan.walk.files}
-        return sorted({**walked, **left, **self.skipped}.items())
+        return sorted({**self.plan.passed_over, **left, **self.skipped}.items())
 
 
 class Library:
@@ -379,6 +379,8 @@ class Library:
         t0 = time.perf_counter()
         plan = self._scan(cat, embedder.fingerprint)
         yield ScanDone(len(plan.found), len(plan.todo), plan.unchanged, len(plan.removed))
+        for key, reason in plan.passed_over.items():
+            yield FileSkipped(key, reason)
         ingest = _Ingest(self.folder, cat, embedder, plan, variants)
         yield from self._ingest(ingest, batch_size, workers, should_stop, decoders, decoder_nice, t0)
         rebuilt, indexed, calibration = yield from self._finish(cat, embedder, ingest, calibrate, should_stop)
@@ -428,7 +430,8 @@ class Library:
             todo.append(key)
         if removed:
             cat.remove_files(removed)
-        return _Plan(found, todo, unchanged, removed, retried, known_hashes, known_content, walk)
+        passed_over = {Path(os.path.relpath(p, self.folder)).as_posix(): r for p, r in walk.files}
+        return _Plan(found, todo, unchanged, removed, retried, known_hashes, known_content, walk, passed_over)
 
     def _ingest(self, ingest: _Ingest, batch_size: int, workers: int, should_stop: Callable[[], bool],
                 decoders: str, decoder_nice: int, t0: float) -> Iterator[Event]:

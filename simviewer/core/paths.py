@@ -16,6 +16,25 @@ def data_root() -> Path:
     return Path(env) if env else platformdirs.user_data_path("simviewer", appauthor=False)
 
 
+def key_to_db(key: str) -> str | bytes:
+    """A library key (a relative path, as ``os.fsdecode`` gives it) as SQLite stores it.
+
+    A name that is valid UTF-8 stays text. A name that is not (``caf\\xe9.png`` from a Latin-1
+    system reads as ``'caf\\udce9.png'``) cannot be text in SQLite: it is stored as the file
+    name's own bytes, so it is kept losslessly and the file can be opened again.
+    """
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError:
+        return key.encode("utf-8", "surrogateescape")
+    return key
+
+
+def key_from_db(value: str | bytes) -> str:
+    """The key stored by :func:`key_to_db`."""
+    return value.decode("utf-8", "surrogateescape") if isinstance(value, bytes) else value
+
+
 def checkpoint_dirs() -> list[Path]:
     """``models/`` in the working folder (the project's default output) and in the data folder."""
     return [Path.cwd() / "models", data_root() / "models"]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -10,11 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from simviewer.core.catalog import Catalog
+from simviewer.core.catalog import Catalog, CatalogFull, FileRecord
 from simviewer.core.embedder import Embedder
 from simviewer.core.index import IndexMismatch
 from simviewer.core.library import (
     FileSkipped,
+    IndexBuilding,
     IndexProgress,
     IndexSummary,
     Library,
@@ -23,7 +26,7 @@ from simviewer.core.library import (
     default_index_dir,
 )
 
-from ..conftest import EDITS, bump_mtime, make_photo, write_jpeg
+from ..conftest import EDITS, bump_mtime, jpeg_bytes, make_photo, write_jpeg
 
 
 class CountingEmbedder(Embedder):
@@ -290,3 +293,91 @@ def test_mirrored_and_rotated_copies_are_embedded_while_indexing(photo_folder):
     h, path = pairs[0]
     fresh = Embedder("resnet18", "none").embed_images([VARIANTS["rot90"](load_image(path, 256).image)])[0]
     assert float(fresh @ result.vectors["rot90"][h]) > 0.98
+
+
+def test_a_stopped_first_indexing_builds_the_index_of_what_it_embedded(photo_folder, embedder):
+    lib = Library(photo_folder)
+    batches = []
+    s, events = run(lib, embedder, batch_size=4, should_stop=lambda: len(batches.append(1) or batches) > 2)
+    assert s.cancelled and s.index_rebuilt and s.embedded == 8 and s.indexed == 8
+    assert any(isinstance(e, IndexBuilding) for e in events)
+    assert len(lib.load_index(embedder.fingerprint).all_keys()) == 8  # shown and searchable at once
+    s2, _ = run(lib, embedder)
+    assert (s2.embedded, s2.indexed) == (4, 12)
+
+
+def test_files_skipped_before_are_tried_again_on_every_run(photo_folder, embedder):
+    """A file refused once (a permission fixed since, a file that briefly vanished) is indexed on
+    the next run although its size and modification time did not change."""
+    lib = Library(photo_folder)
+    run(lib, embedder)
+    fixed = write_jpeg(photo_folder / "fixed.jpg", make_photo(77))
+    st = fixed.stat()
+    with lib.open_catalog() as cat:  # what a run that could not read it left behind
+        cat.write_batch([FileRecord("fixed.jpg", st.st_size, st.st_mtime_ns, None, None, None, None, "skipped",
+                                    "Permission denied")])
+    s, events = run(lib, embedder)
+    assert isinstance(events[0], ScanDone) and events[0].to_process == 1
+    assert s.skipped == [] and s.embedded == 1 and s.indexed == 13
+    assert "fixed.jpg" in lib.load_index().all_keys()
+
+
+def test_what_the_walk_passes_over_is_listed_as_skipped(photo_folder, embedder):
+    (photo_folder / "gone.jpg").symlink_to(photo_folder / "nowhere.jpg")
+    s, events = run(Library(photo_folder), embedder)
+    assert [p for p, _ in s.skipped] == ["gone.jpg"] and "dangling" in dict(s.skipped)["gone.jpg"]
+    assert [e.path for e in events if isinstance(e, FileSkipped)] == ["gone.jpg"]
+    assert s.indexed == 12
+
+
+def test_a_name_that_is_not_utf8_is_indexed_and_found(photo_folder, embedder):
+    folder = os.fsencode(photo_folder)
+    try:
+        with open(os.path.join(folder, b"caf\xe9.jpg"), "wb") as fh:  # a Latin-1 name
+            fh.write(jpeg_bytes(EDITS["resized"](make_photo(5))))
+    except OSError as exc:  # a file system that only takes UTF-8 names
+        pytest.skip(f"this file system refuses the name: {exc}")
+    lib = Library(photo_folder)
+    s, _ = run(lib, embedder)
+    assert s.skipped == [] and s.indexed == 13
+    key = "caf\udce9.jpg"
+    index = lib.load_index()
+    assert key in index.all_keys()
+    assert index.query_key(key, k=1)[0][0] == "trips/photo05.jpg"
+    path = photo_folder / key
+    assert os.fsencode(path).endswith(b"/caf\xe9.jpg") and path.is_file()
+    assert lib.query_image(photo_folder / "trips" / "photo05.jpg", 1, index, lambda: embedder) == [
+        (path, pytest.approx(index.query_key(key, k=1)[0][1], abs=1e-6))]
+    s2, _ = run(lib, embedder)  # and nothing is embedded again
+    assert (s2.embedded, s2.reused) == (0, 13)
+
+
+def test_a_full_disk_stops_the_update_in_one_line_and_keeps_the_index(photo_folder, embedder, monkeypatch):
+    lib = Library(photo_folder)
+    run(lib, embedder)
+    for i in range(6):
+        write_jpeg(photo_folder / "more" / f"extra{i}.jpg", make_photo(400 + i))
+    real_open = Library.open_catalog
+
+    def full_catalog(self, readonly=False):
+        cat = real_open(self, readonly)
+        pages = cat.db.execute("PRAGMA page_count").fetchone()[0]
+        cat.db.execute(f"PRAGMA max_page_count={pages}")  # SQLite's own SQLITE_FULL, as on a full disk
+        return cat
+
+    monkeypatch.setattr(Library, "open_catalog", full_catalog)
+    with pytest.raises(CatalogFull, match="is full") as caught:
+        run(lib, embedder)
+    assert "previous index" in str(caught.value) and "\n" not in str(caught.value)
+    monkeypatch.undo()
+    assert lib.load_index().count == 12
+    with Catalog(lib.catalog_path) as cat:
+        assert len(cat.files()) == 12
+
+    def no_space(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Catalog, "drop_orphan_vectors", no_space)
+    with pytest.raises(LibraryError, match="is full.*previous index"):
+        run(lib, embedder)
+    assert lib.load_index().count == 12
