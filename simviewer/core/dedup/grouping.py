@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import os
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -224,7 +225,10 @@ def group(nb: Neighbours, opts: GroupingOptions) -> list[Group]:
     i, j, s, v = nb.i[keep], nb.j[keep], nb.score[keep], nb.via[keep]
     adj: dict[int, dict[int, float]] = {}
     via: dict[tuple[int, int], int] = {}
+    alias = same_files(items)  # a link and its target are one photo: only one of them is grouped
     for a, b, sc, how in zip(i.tolist(), j.tolist(), s.tolist(), v.tolist()):
+        if a in alias or b in alias:
+            continue
         ha, hb = items[a].hash, items[b].hash
         if ha != hb and (min(ha, hb), max(ha, hb)) in opts.ignored:
             continue
@@ -251,6 +255,31 @@ def group(nb: Neighbours, opts: GroupingOptions) -> list[Group]:
             groups.append(Group(tuple(members)))
     groups.sort(key=lambda g: (-g.reclaimable, str(g.keeper.path)))
     return groups
+
+
+def same_files(items: Sequence[Item]) -> set[int]:
+    """Items that are another item's file under a second name (a symbolic link to it, or a hard
+    link): moving one would free nothing, and moving the target would break the link. The name
+    kept is the one that is not a symbolic link, then the shortest. Only byte-identical items can
+    be one file, so only those are looked at."""
+    by_hash: dict[str, list[int]] = {}
+    for n, it in enumerate(items):
+        by_hash.setdefault(it.hash, []).append(n)
+    aliases: set[int] = set()
+    for same in by_hash.values():
+        if len(same) < 2:
+            continue
+        seen: set[tuple[int, int]] = set()
+        for n in sorted(same, key=lambda n: (os.path.islink(items[n].path), len(str(items[n].path)),
+                                             str(items[n].path))):
+            try:
+                st = os.stat(items[n].path)
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) in seen:
+                aliases.add(n)
+            seen.add((st.st_dev, st.st_ino))
+    return aliases
 
 
 def _components(adj: dict[int, dict[int, float]]) -> list[list[int]]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
@@ -32,7 +34,18 @@ def rule_key(rules: Sequence[str], reference: Sequence[Path] = ()) -> Callable[[
 
 
 def in_folders(path: Path, folders: Iterable[Path]) -> bool:
-    return any(path == f or f in path.parents for f in folders)
+    """Whether *path* is inside one of *folders* (or is one), compared both as written and by real
+    path: a folder reached through a symbolic link is the folder it points to."""
+    folders = [Path(f) for f in folders]
+    if not folders:
+        return False
+    path = Path(path)
+    real = Path(os.path.realpath(path))
+    for f in folders:
+        real_f = Path(os.path.realpath(f))
+        if path == f or f in path.parents or real == real_f or real_f in real.parents:
+            return True
+    return False
 
 
 def plan_removals(groups: Sequence[Group], selected: dict[str, set[str]] | None = None,
@@ -42,21 +55,41 @@ def plan_removals(groups: Sequence[Group], selected: dict[str, set[str]] | None 
     copies, and members scoring at least *sure_level*; without one, exact copies only), or every
     member but the keeper with *include_similar*; never one in a reference folder.
 
+    Of a content with several copies in a group, one copy always stays: the keeper, or the last of
+    them in the group's order. A loose match to an unrelated keeper (a high-resolution picture
+    of something else) then never sends every copy of a photo away, sure-looking or not.
+
     *selected* maps a keeper's key to the member keys the user chose instead (sure or not).
-    Refused: removing a whole group, and a chosen file inside a reference folder.
+    Refused: removing a whole group, every copy of a content, and a chosen file inside a reference
+    folder.
     """
     plan = []
     for g in groups:
         if selected is None:
-            keys = {m.item.key for m in g.members[1:] if not in_folders(m.item.path, reference)
-                    and (include_similar or is_sure(m, sure_level))}
+            keys: set[str] = set()
+            for m in g.members[1:]:
+                if (not in_folders(m.item.path, reference) and (include_similar or is_sure(m, sure_level))
+                        and last_copy(g, keys | {m.item.key}) is None):
+                    keys.add(m.item.key)
         else:
             keys = selected.get(g.keeper.key, set())
         chosen = [m.item for m in g.members if m.item.key in keys]
         if len(chosen) >= len(g.members):
             raise DedupError(f"refused: that would remove every copy of {g.keeper.path.name}; keep at least one")
+        gone = last_copy(g, keys)
+        if gone is not None:
+            raise DedupError(f"refused: that would remove every identical copy of {gone.path.name}; keep one")
         for it in chosen:
             if in_folders(it.path, reference):
                 raise DedupError(f"refused: {it.path} is in a protected reference folder")
             plan.append(PlannedMove(it, g.keeper))
     return plan
+
+
+def last_copy(g: Group, keys: set[str]) -> Item | None:
+    """A photo of *g* whose every identical copy (two or more in the group) is among *keys*, if
+    moving *keys* would take them all; None when at least one copy of each such content stays."""
+    copies = Counter(m.item.hash for m in g.members)
+    moving = Counter(m.item.hash for m in g.members if m.item.key in keys)
+    return next((m.item for m in g.members if copies[m.item.hash] > 1 and moving[m.item.hash] >= copies[m.item.hash]),
+                None)
