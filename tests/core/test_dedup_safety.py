@@ -342,11 +342,12 @@ def test_undo_refuses_another_library_and_a_changed_file(lib, tmp_path):
 
 
 # -- 7. hard links ------------------------------------------------------------------------------
-@pytest.mark.parametrize("mode", ["move", "trash"])
+@pytest.mark.parametrize("mode", ["move", "trash", "hardlink"])
 def test_duplicates_become_hard_links_to_their_keeper_and_undo_restores_them(lib, tmp_path, private_trash, mode):
     before = snapshot(lib)
+    assert mode in dedup.ACTION_MODES
     result = run(plan_of(lib), mode, tmp_path / "journal", lib, tmp_path / "out" if mode == "move" else None,
-                 hardlink=True)
+                 hardlink=mode != "hardlink")
     assert len(result.moved) == 4 and result.error is None
     for n in range(3):
         assert os.path.samefile(lib / "copies" / f"a{n}.jpg", lib / "a.jpg")

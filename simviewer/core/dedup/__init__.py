@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from ..images import file_digest  # the content hash the clean-ups check before and after a move
 from .actions import (
+    ACTION_MODES,
     ActionProgress,
     ActionResult,
     Journal,
@@ -55,6 +56,7 @@ from .types import (
 )
 
 __all__ = [
+    "ACTION_MODES",
     "DEFAULT_RULES", "RULE_HELP", "VIA", "ActionProgress", "ActionResult", "DedupError", "DuplicateSearch", "Group",
     "GroupingOptions", "Item", "Journal", "Member", "NeighbourProgress", "Neighbours", "PlannedMove",
     "VariantProgress", "VariantVectors", "csv_text", "execute", "file_digest", "find_duplicates", "group", "in_folders",

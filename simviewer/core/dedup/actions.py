@@ -29,6 +29,8 @@ from .rules import in_folders
 from .types import DedupError, Item, PlannedMove
 
 PARTIAL = ".simviewer-partial-"  # the name of a copy not yet verified
+# What execute() takes: "hardlink" is the trash (or move_to, when given) with hardlink=True.
+ACTION_MODES = ("trash", "move", "hardlink")
 
 
 @dataclass(frozen=True)
@@ -68,7 +70,10 @@ def execute(plan: Sequence[PlannedMove], mode: str, journal_dir: Path, root: Pat
     paths relative to *root* (mode "move"). With *hardlink*, each moved duplicate's path then
     becomes a hard link to its keeper (byte-identical duplicates on the keeper's file system only).
     Files that changed, whose keeper changed, that are links or lie outside the library or inside
-    a *reference* folder are left alone with the reason."""
+    a *reference* folder are left alone with the reason. Mode "hardlink" is "trash" (or "move" when
+    *move_to* is given) with *hardlink*."""
+    if mode == "hardlink":
+        mode, hardlink = ("move" if move_to is not None else "trash"), True
     root = Path(os.path.realpath(Path(root).expanduser()))
     move_to = _check_action(mode, root, move_to)
     journal = Journal.create(journal_dir, mode, root, move_to, hardlink)
