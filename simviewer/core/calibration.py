@@ -280,6 +280,38 @@ def different_photo_scores(index: AnnIndex, queries: Sequence[tuple[str, str, li
     return kth, past
 
 
+def _photo_views(im: Image.Image, n: int, vector: np.ndarray, content: str,
+                 variant_vectors: dict[str, dict[str, np.ndarray]] | None, edits_per_photo: int,
+                 rng: random.Random) -> tuple[np.ndarray | None, list[Image.Image]]:
+    """(the vectors of the photo and its turned copies, or None when they must be embedded; the
+    images to embed) for the *n*-th sampled photo: its edited copies, and its turned copies where
+    the library has not stored them."""
+    kinds = list(EDITS)
+    chosen = [kinds[(n * edits_per_photo + e) % len(kinds)] for e in range(edits_per_photo)]
+    edits = [EDITS[c](im, rng) for c in chosen]
+    kept = [(variant_vectors or {}).get(v, {}).get(content) for v in VARIANTS]
+    if all(v is not None for v in kept):
+        return np.stack([vector, *kept]), edits  # the vectors the duplicate finder uses
+    return None, [im] + [turn(im) for turn in VARIANTS.values()] + edits
+
+
+def _score_batch(vecs: np.ndarray, owners: list[tuple[str, np.ndarray | None, int]], index: AnnIndex,
+                 hashes: dict[str, str], positives: list[float],
+                 queries: list[tuple[str, str, list[np.ndarray]]]) -> None:
+    """Score each owner's edited copies in *vecs* (embedded in owner order) against the photo."""
+    at, turned = 0, 1 + len(VARIANTS)
+    for key, own, count in owners:
+        if own is None:
+            own = vecs[at : at + turned]
+            own[0] = index.vector(key)
+            at, count = at + turned, count - turned
+        edits = vecs[at : at + count]
+        at += count
+        # A pair's score is its best over the variants of the original (as the finder scores it).
+        positives.extend(float(s) for s in (edits @ own.T).max(axis=1))
+        queries.append((key, hashes[key], list(own)))
+
+
 def calibrate(
     index: AnnIndex,
     paths: dict[str, Path],
@@ -308,8 +340,6 @@ def calibrate(
     should_stop = should_stop or (lambda: False)
     rng = random.Random(seed)
     keys = sample_keys([key for key in paths if key in hashes], sample, seed)
-    kinds = list(EDITS)
-    variant_kinds = list(VARIANTS)
     positives: list[float] = []
     queries: list[tuple[str, str, list[np.ndarray]]] = []
     yield CalibrationProgress(0, len(keys))
@@ -324,32 +354,12 @@ def calibrate(
             except ImageError as exc:
                 log.info("calibration leaves out %s: %s", key, exc)
                 continue
-            chosen = [kinds[(n * edits_per_photo + e) % len(kinds)] for e in range(edits_per_photo)]
-            edits = [EDITS[c](im, rng) for c in chosen]
-            kept = [(variant_vectors or {}).get(v, {}).get(hashes[key]) for v in variant_kinds]
-            if all(v is not None for v in kept):
-                own = np.stack([index.vector(key), *kept])  # the vectors the duplicate finder uses
-                views = edits
-            else:
-                own = None
-                views = [im] + [VARIANTS[v](im) for v in variant_kinds] + edits
+            own, views = _photo_views(im, n, index.vector(key), hashes[key], variant_vectors, edits_per_photo, rng)
             images.extend(views)
             owners.append((key, own, len(views)))
-        if not images:
-            continue
-        vecs = embedder.embed_images(images, batch_size=batch_size)
-        at = 0
-        for key, own, count in owners:
-            if own is None:
-                own = vecs[at : at + 1 + len(variant_kinds)]
-                own[0] = index.vector(key)
-                at += 1 + len(variant_kinds)
-                count -= 1 + len(variant_kinds)
-            edits = vecs[at : at + count]
-            at += count
-            # A pair's score is its best over the variants of the original (as the finder scores it).
-            positives.extend(float(s) for s in (edits @ own.T).max(axis=1))
-            queries.append((key, hashes[key], list(own)))
+        if images:
+            vecs = embedder.embed_images(images, batch_size=batch_size)
+            _score_batch(vecs, owners, index, hashes, positives, queries)
         yield CalibrationProgress(min(start + per_batch, len(keys)), len(keys))
     if not positives:
         raise CalibrationError("none of the sampled photos could be read")
