@@ -31,8 +31,9 @@ def _refuse(path: Path, what: str) -> UnsafeIndexFolder:
                              "folder with --index-dir")
 
 
-def check_index_folder(path: str | os.PathLike, create: bool = False) -> Path:
-    """*path* as an index folder: the user's own plain directory, not a link (created if *create*)."""
+def check_index_folder(path: str | os.PathLike, create: bool = False, owner: bool = True) -> Path:
+    """*path* as an index folder: a plain directory, not a link, and (*owner*) the user's own; created
+    if *create*. Writers check all three; a reader accepts a folder it may only read (a shared one)."""
     path = Path(path)
     if create and not os.path.lexists(path):
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -44,15 +45,16 @@ def check_index_folder(path: str | os.PathLike, create: bool = False) -> Path:
         raise _refuse(path, "it is a symbolic link")
     if not stat.S_ISDIR(st.st_mode):
         raise _refuse(path, "it is not a folder")
-    if hasattr(os, "getuid") and st.st_uid != os.getuid():
+    if owner and hasattr(os, "getuid") and st.st_uid != os.getuid():
         raise _refuse(path, f"it belongs to another user (uid {st.st_uid})")
     return path
 
 
 def unresolved_index_folder(path: str | os.PathLike) -> Path:
-    """A user-given index folder made absolute, refused where it is a link (before resolving hides it)."""
+    """A user-given index folder made absolute, refused where it is a link (before resolving hides it)
+    or not a folder; whose it is matters only to writers (:func:`check_index_folder`)."""
     path = Path(path).expanduser()
-    check_index_folder(path)
+    check_index_folder(path, owner=False)
     return path.resolve()
 
 
