@@ -138,3 +138,25 @@ def phash_similarity(paths: list[Path]) -> np.ndarray:
     b = np.array(bits, np.int8)
     hamming = (b[:, None, :] != b[None, :, :]).sum(-1)
     return 1.0 - hamming / b.shape[1]
+
+
+def model_similarity(vectors: np.ndarray, items: list[dedup.Item],
+                     variants: dict[str, dict[str, np.ndarray]] | None = None) -> np.ndarray:
+    """Cosine similarity of every pair of *items* (the rows of *vectors*, normalised here).
+
+    With *variants* (kind -> content hash -> vector of a mirrored or rotated copy, as
+    :func:`dedup.variant_vectors` makes them) a pair scores the best of the two photos as they are
+    and of either one's turned copy against the other: the invariant matching dedup does. A photo
+    without a copy (unreadable now) keeps its own vector there: no extra match.
+    """
+    v = np.asarray(vectors, np.float64)
+    v = v / np.linalg.norm(v, axis=1, keepdims=True)
+    sim = v @ v.T
+    if variants is None:
+        return sim
+    for by_hash in variants.values():
+        turned = np.stack([by_hash.get(it.hash, v[n]) for n, it in enumerate(items)]).astype(np.float64)
+        cross = turned @ v.T
+        sim = np.maximum(sim, np.maximum(cross, cross.T))
+    np.fill_diagonal(sim, 1.0)
+    return sim

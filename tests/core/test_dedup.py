@@ -122,6 +122,41 @@ def test_only_sure_duplicates_are_planned_by_default():
     assert [it["sure"] for it in report["groups"][0]["items"]] == [True, True, True, False]
 
 
+def unrelated_keeper_group(score: float) -> dedup.Group:
+    """The report: a large unrelated picture as the keeper, matched at *score* to three
+    byte-identical copies of another photo (as Neighbours.search scores them: 1.0 to each other)."""
+    items = fake_items([("big_unrelated.jpg", "hk", 90, 800, None), ("a/photo.jpg", "ha", 30, 400, None),
+                        ("b/photo.jpg", "ha", 30, 400, None), ("c/photo.jpg", "ha", 30, 400, None)])
+    nb = Neighbours(items, np.array([0, 0, 0, 1, 1, 2]), np.array([1, 2, 3, 2, 3, 3]),
+                    np.array([score, score, score, 1.0, 1.0, 1.0]), 0.5)
+    (g,) = dedup.group(nb, GroupingOptions(threshold=0.70))
+    assert g.keeper.key == "big_unrelated.jpg" and len(g.members) == 4
+    return g
+
+
+def test_a_loose_match_never_sends_every_copy_of_a_photo_away():
+    # Only loosely held together (below the sure level): nothing is pre-selected.
+    loose = unrelated_keeper_group(0.80)
+    assert dedup.plan_removals([loose], sure_level=0.9) == []
+    # Asked to move the similar ones too, the copies go but one: the photo itself stays.
+    moved = [p.item.key for p in dedup.plan_removals([loose], sure_level=0.9, include_similar=True)]
+    assert moved == ["a/photo.jpg", "b/photo.jpg"]
+    # Scored as sure (a model fooled by a look-alike): still one copy of the content stays.
+    fooled = unrelated_keeper_group(0.95)
+    assert [p.item.key for p in dedup.plan_removals([fooled], sure_level=0.9)] == ["a/photo.jpg", "b/photo.jpg"]
+    assert dedup.last_copy(fooled, {"a/photo.jpg", "b/photo.jpg"}) is None
+    assert dedup.last_copy(fooled, {"a/photo.jpg", "b/photo.jpg", "c/photo.jpg"}).key == "a/photo.jpg"
+    # Ticked by hand, every copy is refused, two of three are not.
+    with pytest.raises(DedupError, match="every identical copy of photo.jpg"):
+        dedup.plan_removals([fooled], selected={"big_unrelated.jpg": {"a/photo.jpg", "b/photo.jpg", "c/photo.jpg"}})
+    chosen = dedup.plan_removals([fooled], selected={"big_unrelated.jpg": {"b/photo.jpg", "c/photo.jpg"}})
+    assert [p.item.key for p in chosen] == ["b/photo.jpg", "c/photo.jpg"]
+    # The copies of the keeper's own content may all go: the keeper is one of them.
+    g = sure_and_similar_group()
+    assert [p.item.key for p in dedup.plan_removals([g], selected={"keep.jpg": {"keep_copy.jpg"}})] == [
+        "keep_copy.jpg"]
+
+
 def test_keeper_rules_and_their_tie_order(tmp_path):
     def keeper(specs, rules, reference=()):
         items = fake_items(specs)

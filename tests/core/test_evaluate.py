@@ -50,3 +50,16 @@ def test_labels_need_the_header(tmp_path):
     bad.write_text("file,cluster\na.jpg,1\n")
     with pytest.raises(evaluate.EvalError, match="path,group"):
         evaluate.read_labels(bad)
+
+
+def test_model_similarity_takes_the_best_of_a_photo_and_its_turned_copies():
+    items = [dedup.Item(f"{k}.jpg", Path(f"/x/{k}.jpg"), k, 10, 0, 10, 10, None) for k in "abc"]
+    # b is a mirrored a: as they are they are orthogonal; a's mirrored copy is b's vector.
+    vectors = np.array([[2.0, 0.0, 0.0], [0.0, 3.0, 0.0], [0.6, 0.0, 0.8]])
+    plain = evaluate.model_similarity(vectors, items)
+    assert plain[0, 1] == pytest.approx(0.0) and plain[0, 2] == pytest.approx(0.6)  # normalised first
+    mirrored = {"a": np.array([0.0, 1.0, 0.0])}  # c has no copy (unreadable): its own vector, no extra match
+    sim = evaluate.model_similarity(vectors, items, {"mirror": mirrored})
+    assert sim[0, 1] == pytest.approx(1.0) and sim[1, 0] == pytest.approx(1.0)  # symmetric
+    assert sim[0, 2] == pytest.approx(0.6) and sim[1, 2] == pytest.approx(0.0)
+    assert np.allclose(np.diag(sim), 1.0)

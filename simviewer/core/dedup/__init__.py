@@ -39,7 +39,7 @@ from .actions import (
 from .finder import DuplicateSearch, find_duplicates, index_embedder, variant_vectors
 from .grouping import GroupingOptions, Neighbours, group, load_items, starting_threshold, threshold_floor
 from .report import csv_text, json_text, report_dict, write_csv, write_json
-from .rules import in_folders, plan_removals, rule_key
+from .rules import in_folders, last_copy, plan_removals, rule_key
 from .types import (
     DEFAULT_RULES,
     RULE_HELP,
@@ -60,7 +60,7 @@ __all__ = [
     "DEFAULT_RULES", "RULE_HELP", "VIA", "ActionProgress", "ActionResult", "DedupError", "DuplicateSearch", "Group",
     "GroupingOptions", "Item", "Journal", "Member", "NeighbourProgress", "Neighbours", "PlannedMove",
     "VariantProgress", "VariantVectors", "csv_text", "execute", "file_digest", "find_duplicates", "group", "in_folders",
-    "index_embedder", "is_sure", "journalled_hashes", "json_text", "latest_journal", "load_items",
+    "index_embedder", "is_sure", "journalled_hashes", "json_text", "last_copy", "latest_journal", "load_items",
     "locate_in_trash", "plan_removals", "report_dict", "rule_key", "starting_threshold", "threshold_floor",
     "trash_dirs", "undo", "variant_vectors", "write_csv", "write_json",
 ]

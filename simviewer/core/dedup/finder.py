@@ -50,7 +50,7 @@ class DuplicateSearch:
 
 def index_embedder(index: AnnIndex, *, precision: str = "auto", threads: int | None = None) -> Embedder:
     """The embedder the index was built with (nothing is loaded until it embeds)."""
-    embedder = Embedder.from_manifest(index.manifest["model"], precision=precision, threads=threads)
+    embedder = Embedder.from_spec(index.model, precision=precision, threads=threads)
     if embedder.fingerprint != index.model_fingerprint:
         raise DedupError("the index's model cannot be rebuilt here; re-index the folder first")
     return embedder
