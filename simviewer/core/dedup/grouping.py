@@ -13,6 +13,7 @@ import numpy as np
 from ..catalog import Catalog
 from ..index import AnnIndex
 from ..system import usable_cores
+from .pairs import shots
 from .rules import rule_key
 from .types import DEFAULT_RULES, VIA, DedupError, Group, Item, Member, NeighbourProgress
 
@@ -226,8 +227,9 @@ def group(nb: Neighbours, opts: GroupingOptions) -> list[Group]:
     adj: dict[int, dict[int, float]] = {}
     via: dict[tuple[int, int], int] = {}
     alias = same_files(items)  # a link and its target are one photo: only one of them is grouped
+    shot = shots(items)  # a RAW and its JPEG are one shot: never one against the other
     for a, b, sc, how in zip(i.tolist(), j.tolist(), s.tolist(), v.tolist()):
-        if a in alias or b in alias:
+        if a in alias or b in alias or (a in shot and shot[a] == shot.get(b)):
             continue
         ha, hb = items[a].hash, items[b].hash
         if ha != hb and (min(ha, hb), max(ha, hb)) in opts.ignored:

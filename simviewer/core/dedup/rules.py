@@ -7,6 +7,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
+from .pairs import KINDS, kind_of
 from .types import RULE_HELP, DedupError, Group, Item, PlannedMove, is_sure
 
 
@@ -25,6 +26,8 @@ def rule_key(rules: Sequence[str], reference: Sequence[Path] = ()) -> Callable[[
             parts.append(lambda it: -(it.taken_at if it.taken_at is not None else it.mtime_ns / 1e9))
         elif rule == "shortest-path":
             parts.append(lambda it: len(str(it.path)))
+        elif rule in KINDS:  # the RAW, or the JPEG, of a RAW+JPEG pair
+            parts.append(lambda it, k=rule: 0 if kind_of(it) == k else 1)
         elif rule.startswith("folder:"):
             folder = [Path(rule.split(":", 1)[1]).expanduser().resolve()]
             parts.append(lambda it, f=folder: 0 if in_folders(it.path, f) else 1)

@@ -16,6 +16,8 @@ RULE_HELP = {
     "oldest": "the oldest (EXIF date, else file time)",
     "newest": "the newest (EXIF date, else file time)",
     "shortest-path": "the shortest path",
+    "raw": "the RAW file (of a camera's RAW+JPEG pair)",
+    "jpeg": "the JPEG (of a camera's RAW+JPEG pair)",
     "folder:DIR": "inside DIR (a preferred folder)",
 }
 
