@@ -9,14 +9,44 @@ pytest.importorskip("PySide6")
 pytest.importorskip("PySide6.QtCharts")
 
 import torch  # noqa: E402
-from PySide6.QtCore import Qt  # noqa: E402
+from PySide6.QtCore import QSettings, Qt  # noqa: E402
 
 from simviewer.core import training  # noqa: E402
-from simviewer.core.embedder import CHECKPOINT_FORMAT  # noqa: E402
+from simviewer.core.embedder import CHECKPOINT_FORMAT, Embedder  # noqa: E402
+from simviewer.gui.session import LibrarySession  # noqa: E402
+from simviewer.gui.tabs.training_tab import TrainingTab  # noqa: E402
 
 from ..conftest import make_photo, write_jpeg  # noqa: E402
 from ..core.test_training import make_classes  # noqa: E402
-from .conftest import wait_indexed  # noqa: E402
+
+
+class Feedback:
+    def __init__(self) -> None:
+        self.errors: list[tuple[str, str]] = []
+
+    def ask(self, title, text, yes, no="Cancel", *, informative="", details=""):
+        return False
+
+    def error(self, title, text):
+        self.errors.append((title, text))
+
+
+@pytest.fixture
+def tab(qtbot, tmp_path, small_default):
+    """The Training tab as the window builds it: from the session and an ask()/error() feedback."""
+    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+    session = LibrarySession(settings, tmp_path / "indexes")
+    t = TrainingTab(session, Feedback())
+    qtbot.addWidget(t)
+    t.show()
+    yield t
+    t.stop()
+    session.close()
+
+
+def wait_indexed(qtbot, session, timeout=120_000):
+    qtbot.waitUntil(lambda: session.worker is not None and not session.indexing and not session.loading
+                    and session.index is not None, timeout=timeout)
 
 
 @pytest.fixture
@@ -27,28 +57,28 @@ def photos(tmp_path):
     return root
 
 
-def test_train_plot_stop_and_use_the_checkpoint(qtbot, window, photos, tmp_path):
-    window.open_folder(photos)
-    wait_indexed(qtbot, window)
-    tab = window.training
-    window.tabs.setCurrentWidget(tab)
-    tab.library_button.click()
-    qtbot.waitUntil(lambda: tab.detected is not None, timeout=10_000)
-    assert tab.detected[0] == "selfsup" and "no labels" in tab.detected_label.text()
+def test_train_plot_stop_and_use_the_checkpoint(qtbot, tab, photos, tmp_path):
+    session = tab.session
+    session.open(photos)
+    wait_indexed(qtbot, session)
+    form = tab.form
+    form.library_button.click()
+    qtbot.waitUntil(lambda: form.detected is not None, timeout=10_000)
+    assert form.detected[0] == "selfsup" and "no labels" in form.detected_label.text()
     # Labelled photos of the same kind of scene: an untrained network has room to gain on them in one
     # epoch, so a checkpoint is written (only an epoch that beats the starting model is).
-    tab.set_dataset(str(make_classes(tmp_path / "labelled")))
-    qtbot.waitUntil(lambda: tab.detected is not None, timeout=10_000)
-    assert tab.detected[0] == "supervised"
-    tab.arch_box.setCurrentText("resnet18")
-    tab.weights_box.setCurrentIndex(tab.weights_box.findData("none"))
-    tab.size_spin.setValue(32)
-    tab.batch_spin.setValue(4)
-    tab.epochs_spin.setValue(200)  # far more than the test waits for: only Stop ends it
-    tab.patience_spin.setValue(0)
-    tab.threads_spin.setValue(2)
+    form.set_dataset(str(make_classes(tmp_path / "labelled")))
+    qtbot.waitUntil(lambda: form.detected is not None, timeout=10_000)
+    assert form.detected[0] == "supervised"
+    form.arch_box.setCurrentText("resnet18")
+    form.weights_box.setCurrentIndex(form.weights_box.findData("none"))
+    form.size_spin.setValue(32)
+    form.batch_spin.setValue(4)
+    form.epochs_spin.setValue(200)  # far more than the test waits for: only Stop ends it
+    form.patience_spin.setValue(0)
+    form.threads_spin.setValue(2)
     out = tmp_path / "models" / "mine.pt"
-    tab.out_edit.setText(str(out))
+    form.out_edit.setText(str(out))
 
     tab.start_button.click()
     assert tab.running and not tab.start_button.isEnabled() and tab.stop_button.isEnabled()
@@ -61,8 +91,10 @@ def test_train_plot_stop_and_use_the_checkpoint(qtbot, window, photos, tmp_path)
     qtbot.waitUntil(lambda: out.is_file(), timeout=30_000)
     assert tab.progress.maximum() > 0 and "left" in tab.progress_label.text()
 
-    qtbot.mouseClick(tab.stop_button, Qt.MouseButton.LeftButton)
+    with qtbot.waitSignal(tab.model_trained, timeout=60_000) as trained:  # the window offers it as a model
+        qtbot.mouseClick(tab.stop_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: not tab.running, timeout=60_000)
+    assert trained.args == [str(out)]
     assert tab.steps_after_stop <= 1, "Stop must take effect within one step"
     done = tab.done
     assert done is not None and done.stopped and done.best_path == str(out)
@@ -71,33 +103,35 @@ def test_train_plot_stop_and_use_the_checkpoint(qtbot, window, photos, tmp_path)
     assert tab.results.rowCount() >= 1 and tab.results.item(0, 1).text() != "—"
     assert str(out) in tab.log.toPlainText()
 
-    # "Use this model for the library" re-indexes the open library with the checkpoint.
+    # "Use this model for the library" asks the window to re-index the open library with the
+    # checkpoint; the session does it (as the window does) and the checkpoint is usable.
     assert tab.use_button.isEnabled()
-    tab.use_button.click()
-    assert window.tabs.currentWidget() is window.stack
-    wait_indexed(qtbot, window)
-    assert window.index.manifest["model"]["weights"] == str(out.resolve())
-    assert window.index.count == 16
+    with qtbot.waitSignal(tab.use_model_requested) as wanted:
+        tab.use_button.click()
+    assert wanted.args == ["resnet18", str(out)]
+    session.use_model(Embedder(*wanted.args))
+    wait_indexed(qtbot, session)
+    assert session.index.manifest["model"]["weights"] == str(out.resolve())
+    assert session.index.count == 16
 
 
-def test_the_recommended_starting_model_is_the_default_and_says_why(qtbot, window, small_default, tmp_path):
-    tab = window.training
-    assert tab.weights_box.currentData() == "default"
-    window.tabs.setCurrentWidget(tab)  # shown: the recommended model is worked out on a worker
-    qtbot.waitUntil(lambda: small_default.reason in tab.model_label.text(), timeout=10_000)
-    assert "ResNet-18" in tab.model_label.text() and tab.arch_box.currentText() == "resnet18"
-    assert not tab.arch_box.isEnabled()  # the recommendation brings its own model
-    tab.dataset_edit.setText(str(tmp_path))
-    cfg = tab.config()
+def test_the_recommended_starting_model_is_the_default_and_says_why(qtbot, tab, small_default, tmp_path):
+    form = tab.form
+    assert form.weights_box.currentData() == "default"
+    # shown: the recommended model is worked out on a worker
+    qtbot.waitUntil(lambda: small_default.reason in form.model_label.text(), timeout=10_000)
+    assert "ResNet-18" in form.model_label.text() and form.arch_box.currentText() == "resnet18"
+    assert not form.arch_box.isEnabled()  # the recommendation brings its own model
+    form.dataset_edit.setText(str(tmp_path))
+    cfg = form.config()
     assert cfg.arch is None and cfg.weights is None  # core.training.starting_model decides, as in the CLI
 
-    tab.weights_box.setCurrentIndex(tab.weights_box.findData("none"))
-    assert tab.arch_box.isEnabled() and "untrained" in tab.model_label.text()
-    assert (tab.config().arch, tab.config().weights) == ("resnet18", "none")
+    form.weights_box.setCurrentIndex(form.weights_box.findData("none"))
+    assert form.arch_box.isEnabled() and "untrained" in form.model_label.text()
+    assert (form.config().arch, form.config().weights) == ("resnet18", "none")
 
 
-def test_a_run_that_did_not_beat_its_start_offers_no_model(qtbot, window):
-    tab = window.training
+def test_a_run_that_did_not_beat_its_start_offers_no_model(qtbot, tab):
     tab.use_button.setEnabled(True)
     before = {"recall@1": 1.0, "recall@5": 1.0, "mAP": 0.809}
     done = training.TrainingDone(reason="finished", metric="mAP", before=before, best=None, best_epoch=None,
