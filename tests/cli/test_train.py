@@ -133,3 +133,30 @@ def test_without_model_or_weights_training_starts_from_the_default_model(tmp_pat
     reason = [line for line in captured.err.splitlines() if "the test's default" in line]
     assert reason == ["note: starting from ResNet-18 with untrained weights (the test's default)"]
     assert captured.err.index(reason[0]) < captured.err.index("before training:")
+
+
+def test_a_full_disk_during_training_is_one_line_and_leaves_no_partial_file(tmp_path, capsys, monkeypatch):
+    from simviewer.core.training import checkpoint
+
+    from ..core.test_training import _FullDisk
+
+    data = labelled(tmp_path / "data")
+    out = tmp_path / "models" / "m.pt"
+    monkeypatch.setattr(checkpoint, "open", _FullDisk(room=0), raising=False)
+    assert cli.main(["train", str(data), *FAST, "--epochs", "1", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert [line for line in err.splitlines() if line.startswith("simviewer: error")] == [
+        f"simviewer: error: no room on the disk for the checkpoint in {out.parent} (No space left on device); "
+        "no checkpoint was written"]
+    assert "Traceback" not in err and list(out.parent.iterdir()) == []
+
+
+def test_weights_refused_for_safety_are_named_without_torchs_unsafe_advice(tmp_path, capsys):
+    from ..core.test_training import NotWeights
+
+    evil = tmp_path / "whole-model.pt"
+    torch.save({"model": NotWeights()}, evil)
+    assert cli.main(["train", str(library(tmp_path / "photos")), "--weights", str(evil), *SMALL]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"simviewer: error: {evil} was refused for safety: it is a PyTorch file that holds")
+    assert "weights_only" not in err and len(err.splitlines()) == 1

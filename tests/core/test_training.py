@@ -5,7 +5,12 @@ Tiny synthetic photos, ResNet-18 from an untrained start, 32 px, two threads."""
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -528,3 +533,117 @@ def test_checkpoint_keeps_the_input_transform_of_imagenet_googlenet(tmp_path):
     for flag in (True, False):
         torch.save({"format": CHECKPOINT_FORMAT, "arch": "googlenet", "model": state, "transform_input": flag}, path)
         assert resolve("googlenet", WeightsSpec("file", str(path))).build().transform_input is flag
+
+
+# -- checkpoint safety: a killed save, a full disk, a file refused for safety ----------------------
+class NotWeights:
+    """Stands for any Python object in a pickle: ``torch.load(weights_only=True)`` refuses it."""
+
+
+def _dead_pid() -> int:
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    return int(proc.stdout)
+
+
+def _aged(path: Path, content: bytes = b"", seconds: float = 3600) -> Path:
+    """*path* holding *content*, last written *seconds* ago (before this process started)."""
+    path.write_bytes(content)
+    os.utime(path, (time.time() - seconds, time.time() - seconds))
+    return path
+
+
+def test_temporary_files_of_a_killed_save_are_removed_on_the_next_run_and_nothing_else(tmp_path, classes):
+    import os
+
+    folder, dead = tmp_path / "models", _dead_pid()
+    folder.mkdir()
+    killed = _aged(folder / f".m.pt.tmp-{dead}", b"PK\x03\x04" + bytes(200_000))  # torch.save's zip, cut short
+    empty = _aged(folder / f".old.pt.tmp-{dead}")  # killed before a byte was written
+    keep = {
+        "live": _aged(folder / f".live.pt.tmp-{os.getppid()}", b"PK\x03\x04"),  # its writer still runs
+        "text": _aged(folder / f".notes.tmp-{dead}", b"my notes"),  # the user's file, named alike
+        "plain": _aged(folder / f"m.pt.tmp-{dead}", b"PK\x03\x04"),  # not simviewer's naming
+        "model": _aged(folder / "m.pt", b"PK\x03\x04"),
+    }
+    keep["recent"] = folder / f".new.pt.tmp-{dead}"  # written after this process started
+    keep["recent"].write_bytes(b"PK\x03\x04")
+    outside = tmp_path / "elsewhere.bin"
+    outside.write_bytes(b"PK\x03\x04")
+    link = folder / f".link.pt.tmp-{dead}"
+    link.symlink_to(outside)
+    os.utime(link, (0, 0), follow_symlinks=False)
+
+    events, done = run(tr.TrainConfig(str(classes), epochs=1, out=str(folder / "m.pt"), **FAST), stop=lambda: True)
+    assert done.stopped
+    notes = [e.message for e in of(events, tr.Info) if "interrupted save" in e.message]
+    assert notes == [f"removed 2 unfinished checkpoint files (0.2 MB) that an interrupted save left in {folder}"]
+    assert not killed.exists() and not empty.exists()
+    assert all(p.exists() for p in keep.values()) and link.is_symlink() and outside.exists()
+    assert tr.clean_stale_temporaries(folder) == (0, 0)  # a second run finds nothing more
+
+
+class _FullDisk:
+    """Installed as the checkpoint module's ``open``: files opened for writing take *room* bytes,
+    then every write fails with ENOSPC, as on a full disk."""
+
+    def __init__(self, room: int) -> None:
+        self.room = room
+
+    def __call__(self, path, mode="r"):
+        fh = open(path, mode)  # noqa: SIM115 - closed by the caller, or by _FullFile
+        return _FullFile(fh, self) if "w" in mode else fh
+
+
+class _FullFile:
+    def __init__(self, fh, disk: _FullDisk) -> None:
+        self.fh, self.disk = fh, disk
+
+    def write(self, data) -> int:
+        if len(data) > self.disk.room:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self.disk.room -= len(data)
+        return self.fh.write(data)
+
+    def flush(self) -> None:
+        self.fh.flush()
+
+    def fileno(self) -> int:
+        return self.fh.fileno()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.fh.close()
+
+
+def test_a_full_disk_during_a_save_keeps_the_previous_checkpoint_and_says_so(tmp_path, monkeypatch):
+    from simviewer.core.training import checkpoint
+
+    out = tmp_path / "models" / "m.pt"
+    tr.save_checkpoint(out, {"format": CHECKPOINT_FORMAT, "epoch": 1, "w": torch.ones(1000)})
+    before = sha(out)
+    monkeypatch.setattr(checkpoint, "open", _FullDisk(room=1500), raising=False)
+    with pytest.raises(tr.TrainingError) as failed:
+        tr.save_checkpoint(out, {"format": CHECKPOINT_FORMAT, "epoch": 2, "w": torch.ones(100_000)})
+    message = str(failed.value)
+    assert message == (f"no room on the disk for the checkpoint in {out.parent} (No space left on device); "
+                       f"{out} still holds the previous checkpoint")
+    assert "\n" not in message and sha(out) == before and tr.load_checkpoint(out)["epoch"] == 1
+    assert [p.name for p in out.parent.iterdir()] == ["m.pt"]  # the partial file is gone
+    with pytest.raises(tr.TrainingError, match=r"\(No space left on device\); no checkpoint was written"):
+        tr.save_checkpoint(tmp_path / "models" / "new.pt", {"w": torch.ones(100_000)})
+
+
+def test_a_file_refused_for_safety_is_named_without_torchs_unsafe_advice(tmp_path):
+    evil = tmp_path / "whole-model.pt"
+    torch.save({"format": CHECKPOINT_FORMAT, "arch": "resnet18", "model": NotWeights()}, evil)
+    with pytest.raises(tr.TrainingError) as refused:
+        tr.load_checkpoint(evil)
+    with pytest.raises(tr.TrainingError) as refused_by_train:
+        next(tr.train(tr.TrainConfig(str(make_library(tmp_path / "lib", 5)), **{**FAST, "weights": str(evil),
+                                                                                  "arch": None})))
+    for exc in (refused.value, refused_by_train.value):
+        text = str(exc)
+        assert text.startswith(f"{evil} was refused for safety: it is a PyTorch file that holds Python objects")
+        assert "weights_only" not in text and "Weights only" not in text and "\n" not in text
