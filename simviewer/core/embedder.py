@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import pickle
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -313,6 +314,13 @@ def _headless(model: nn.Module) -> nn.Module:
 def _load_state_dict_file(path: str) -> dict:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "eights only" not in str(exc) and "weights_only" not in str(exc):
+            raise EmbedderError(f"cannot load weights file {path}: {exc}") from None
+        # torch's message advises an unsafe load: it is not passed on
+        raise EmbedderError(f"{path} was refused for safety: besides weights it holds Python objects (a whole "
+                            "saved model, say), and loading those can run code; give a state dict or a "
+                            "simviewer checkpoint") from None
     except Exception as exc:
         raise EmbedderError(f"cannot load weights file {path}: {exc}") from exc
     if not isinstance(obj, dict):

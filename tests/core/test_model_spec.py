@@ -156,3 +156,17 @@ def test_a_checkpoint_with_sane_preprocessing_uses_it(tmp_path, r18_state):
     path = checkpoint(tmp_path, r18_state, preprocess={**GOOD_PREPROCESS, "resize": 160, "crop": 128})
     e = Embedder("resnet18", str(path))
     assert (e.preprocess.resize, e.preprocess.crop) == (160, 128)
+
+
+class _NotWeights:
+    """A Python object in a weights file: torch refuses it with weights_only=True."""
+
+
+def test_a_file_with_python_objects_is_refused_without_torchs_unsafe_advice(tmp_path):
+    path = tmp_path / "whole.pt"
+    torch.save({"model": _NotWeights()}, path)
+    with pytest.raises(EmbedderError) as refused:
+        Embedder("resnet18", str(path))
+    text = str(refused.value)
+    assert text.startswith(f"{path} was refused for safety") and "\n" not in text
+    assert "weights_only" not in text and "Weights only" not in text
