@@ -52,23 +52,29 @@ def mosaic(scene: np.ndarray, white: int = 4095) -> np.ndarray:
     return cfa
 
 
-def jpeg_preview(image: Image.Image, quality: int = 90) -> bytes:
+def jpeg_preview(image: Image.Image, quality: int = 90, orientation: int | None = None) -> bytes:
+    """JPEG bytes of *image*; *orientation*: an EXIF orientation tag of the preview's own."""
+    exif = Image.Exif()
+    if orientation is not None:
+        exif[0x0112] = orientation
     buf = io.BytesIO()
-    image.save(buf, "JPEG", quality=quality)
+    image.save(buf, "JPEG", quality=quality, exif=exif.tobytes())
     return buf.getvalue()
 
 
-def dng_bytes(scene: np.ndarray, preview: bytes | None = None, orientation: int = 1, white: int = 4095) -> bytes:
+def dng_bytes(scene: np.ndarray, preview: bytes | None = None, orientation: int = 1, white: int = 4095,
+              taken: str = "2021:07:04 18:30:00") -> bytes:
     """A DNG of *scene* ((H, W, 3) floats in 0..1, H and W even) as 16-bit RGGB data.
 
     *preview*: JPEG bytes stored in IFD 0 as the embedded preview (the raw data then goes to a
     sub-IFD, as in camera DNGs). *orientation*: the TIFF/EXIF orientation tag (1, 3, 6, 8).
+    *taken*: the DateTime tag.
     """
     h, w, _ = scene.shape
     cfa = mosaic(scene, white).astype("<u2").tobytes()
     identity = [1, 1, 0, 1, 0, 1, 0, 1, 1, 1, 0, 1, 0, 1, 0, 1, 1, 1]
     common = {
-        271: ("s", "Simviewer"), 272: ("s", "Test camera"), 274: ("H", orientation),
+        271: ("s", "Simviewer"), 272: ("s", "Test camera"), 274: ("H", orientation), 306: ("s", taken),
         50706: ("B", [1, 4, 0, 0]), 50707: ("B", [1, 1, 0, 0]), 50708: ("s", "Simviewer Test camera"),
         50721: ("r", identity), 50728: ("R", [1, 1, 1, 1, 1, 1]), 50778: ("H", 21),
     }

@@ -422,9 +422,10 @@ def open_photo(path: str | os.PathLike, whole_limit: int | None = None) -> Photo
                 raise ImageError(missing)
             data = None
             if size <= limit:
-                rest = _read_upto(fh, limit + 1 - len(head))
-                if len(head) + len(rest) <= limit:  # it did not grow past the limit meanwhile
-                    data = head + rest
+                fh.seek(0)  # one read of the whole file into one buffer: no copies to join
+                data = _read_upto(fh, size + 1) if size > len(head) else head
+                if len(data) > size:  # it grew while being read: hash and decode it from the file
+                    data = None
     except OSError as exc:
         raise ImageError(f"cannot read file: {exc.strerror or exc}") from None
     return PhotoSource(name, kind, head, data, name)
@@ -439,11 +440,12 @@ def _regular(st: os.stat_result) -> os.stat_result:
 
 
 def _read_upto(fh: BinaryIO, n: int) -> bytes:
-    parts, got = [], 0
-    while got < n:
-        chunk = fh.read(min(n - got, _CHUNK * 16))
-        if not chunk:
-            break
+    """Up to *n* bytes: one read for a regular file, more only when the system returns less."""
+    first = fh.read(n)
+    if not first or len(first) >= n:
+        return first
+    parts, got = [first], len(first)
+    while got < n and (chunk := fh.read(n - got)):
         parts.append(chunk)
         got += len(chunk)
     return b"".join(parts)
