@@ -412,3 +412,102 @@ def test_without_a_calibration_nothing_is_searched_until_it_is_measured(qtbot, t
     cal = s.library.calibration(s.index.model_fingerprint)
     assert cal is not None and tab.threshold == cal.threshold
     assert tab.bar.find_button.isEnabled() and not strip.warning.isVisible() and not strip.calibrate_button.isVisible()
+
+
+@pytest.fixture
+def private_trash(tmp_path, monkeypatch):
+    """The system trash of a private home (same volume), so tests never touch the real one."""
+    import os
+
+    from send2trash import plat_other
+
+    home = tmp_path / "xdg"
+    monkeypatch.setattr(plat_other, "XDG_DATA_HOME", os.fsencode(home))
+    monkeypatch.setattr(plat_other, "HOMETRASH_B", os.fsencode(home / "Trash"))
+    monkeypatch.setattr(plat_other, "get_dev", lambda path: 0)
+    monkeypatch.setenv("XDG_DATA_HOME", str(home))
+    return home / "Trash"
+
+
+def test_hard_links_replace_exact_copies_and_undo_restores_them(qtbot, tab, dup_folder, private_trash):
+    before = hashes(dup_folder)
+    open_folder(qtbot, tab, dup_folder)
+    find_groups(qtbot, tab)
+    bar = tab.actions_bar
+    bar.action_box.setCurrentIndex(bar.action_box.findData("hardlink"))
+    yes_to_cleanup(tab)
+    qtbot.mouseClick(bar.act_button, Qt.MouseButton.LeftButton)
+    # Only the byte-identical copy is linked; the edited copies ticked for removal stay as they are.
+    assert tab.feedback.asked[-1]["text"].startswith("Replace 1 photos")
+    qtbot.waitUntil(lambda: not tab.cleanup.acting, timeout=30_000)
+    copy, original = dup_folder / "other" / "orig0_again.jpg", dup_folder / "orig0.jpg"
+    assert copy.stat().st_ino == original.stat().st_ino and original.stat().st_nlink == 2
+    assert hashes(dup_folder) == before and not tab.feedback.errors
+    wait_indexed(qtbot, tab)
+    qtbot.waitUntil(lambda: not tab.finding and bar.undo_button.isEnabled(), timeout=60_000)
+    bar.undo_button.click()
+    qtbot.waitUntil(lambda: not tab.cleanup.acting, timeout=30_000)
+    assert copy.stat().st_ino != original.stat().st_ino and original.stat().st_nlink == 1
+    assert hashes(dup_folder) == before
+    wait_indexed(qtbot, tab)
+    qtbot.waitUntil(lambda: not tab.finding, timeout=60_000)
+
+
+def test_keeper_rules_order_and_protected_folders_are_edited_in_the_tab(qtbot, tab, dup_folder):
+    open_folder(qtbot, tab, dup_folder)
+    find_groups(qtbot, tab)
+    assert all(g.keeper.key.startswith("orig") for g in tab.groups)
+    # Put "the shortest path" last and "the newest" first: the newest file of each group is kept.
+    dialog = tab.edit_rules()
+    rules = dialog.rules()
+    assert rules[0] == "resolution"
+    newest = next(r for r in range(dialog.list.count()) if dialog.list.item(r).data(Qt.ItemDataRole.UserRole)
+                  == "newest")
+    dialog.list.item(newest).setCheckState(Qt.CheckState.Checked)
+    dialog.list.setCurrentRow(newest)
+    for _ in range(newest):
+        dialog.up_button.click()
+    assert dialog.rules()[0] == "newest"
+    dialog.accept()
+    assert tab.rules()[0] == "newest" and tab.bar.keeper_box.currentText() == "Your order"
+    for g in tab.groups:
+        assert g.keeper.mtime_ns == max(m.item.mtime_ns for m in g.members)
+    assert tab.session.settings.value("dedup/rules").startswith("newest,")
+
+    # A protected folder is added and removed again from its menu.
+    kept = [g.keeper.key for g in tab.groups]
+    tab.add_reference(dup_folder / "copies")
+    assert all(g.keeper.key.startswith("copies/") for g in tab.groups)
+    menu = tab.bar.reference_menu
+    stop = [a for a in menu.actions() if a.text().startswith("Stop protecting")]
+    assert len(stop) == 1 and str(dup_folder / "copies") in stop[0].text()
+    stop[0].trigger()
+    assert tab.reference == [] and tab.bar.reference_button.text() == "Protected folders"
+    assert [g.keeper.key for g in tab.groups] == kept
+
+
+def test_group_thumbnails_show_without_a_click_and_captions_name_the_folder(qtbot, tab, dup_folder):
+    open_folder(qtbot, tab, dup_folder)
+    find_groups(qtbot, tab)
+    # Every group in view gets its keeper's thumbnail, the ones not clicked too.
+    qtbot.waitUntil(lambda: all(tab.thumbnails.get(str(g.keeper.path)) is not None for g in tab.groups),
+                    timeout=30_000)
+    tab.choose_group(0)
+    caption = tab.panes.member_caption.text()
+    member = tab.current_member()
+    assert member is not None and f"in {member.item.path.parent.relative_to(dup_folder).as_posix()}" in caption \
+        or "in (top folder)" in caption
+
+
+def test_at_1024_by_700_no_label_of_the_search_bar_is_cut(qtbot, tab, dup_folder):
+    open_folder(qtbot, tab, dup_folder)
+    find_groups(qtbot, tab)
+    tab.resize(1024 - 20, 700 - 120)  # the window's frame, tab bar and toolbar take the rest
+    qtbot.wait(50)
+    bar = tab.bar
+    for w in (bar.threshold_label, bar.invariant_box, bar.exact_box, bar.keeper_box, bar.rules_button,
+              bar.find_button):
+        assert w.width() >= w.sizeHint().width(), f"{type(w).__name__} {w.text() if hasattr(w, 'text') else ''}"
+    label = bar.threshold_label
+    assert label.fontMetrics().horizontalAdvance(label.text()) <= label.contentsRect().width()
+    assert tab.minimumSizeHint().width() <= 1024 - 20

@@ -17,17 +17,12 @@ from ...core.units import human_size
 from ..workers import GeneratorThread
 from .duplicates_panels import CleanupBar
 
-# (data, label, verb while it runs, what was done) of each clean-up the core offers.
+# (mode of core.dedup.execute, label, verb while it runs, what was done).
 MODES = [
     ("trash", "Move to the trash", "Moving", "moved to the trash"),
     ("move", "Move to a folder…", "Moving", "moved to {where}"),
-    ("hardlink", "Replace with hard links", "Linking", "replaced by hard links to their keepers"),
+    ("hardlink", "Replace with hard links", "Linking", "replaced by hard links to the photos kept"),
 ]
-
-
-def available_modes() -> list[tuple[str, str, str, str]]:
-    """The modes :func:`core.dedup.execute` takes here (hard links only where the core has them)."""
-    return [m for m in MODES if m[0] != "hardlink" or "hardlink" in getattr(dedup, "ACTION_MODES", ())]
 
 
 class Cleanup(QObject):
@@ -43,21 +38,26 @@ class Cleanup(QObject):
         self.worker: GeneratorThread | None = None
         self.acting = False
         self.last_result: dedup.ActionResult | None = None
-        for data, label, _verb, _past in available_modes():
-            bar.action_box.addItem(label, data)
+        for data, label, _verb, _past in MODES:
+            if data in dedup.ACTION_MODES:
+                bar.action_box.addItem(label, data)
 
     def mode(self) -> str:
         return self.bar.action_box.currentData()
 
-    def run(self, plan: list[dedup.PlannedMove], protected: bool, move_to: Path | None = None) -> None:
-        """Ask (a folder for "move", then a confirmation), then run the plan on a worker."""
+    def run(self, plan: list[dedup.PlannedMove], reference: list[Path], move_to: Path | None = None) -> None:
+        """Ask (a folder for "move", then a confirmation), then run the plan on a worker. Hard
+        links replace only byte-identical copies: the edited ones in the plan stay."""
         library = self.session.library
         if library is None or self.acting:
             return
-        if not plan:
-            self.bar.status.setText("No photo is selected to move.")
-            return
         mode = self.mode()
+        if mode == "hardlink":
+            plan = [p for p in plan if p.item.hash == p.group_keeper.hash]
+        if not plan:
+            self.bar.status.setText("No exact copy is selected: hard links replace only identical files."
+                                    if mode == "hardlink" else "No photo is selected to move.")
+            return
         if mode == "move" and move_to is None:
             folder = QFileDialog.getExistingDirectory(self.widget, "Move the duplicates into this folder",
                                                       str(Path.home()))
@@ -65,13 +65,14 @@ class Cleanup(QObject):
                 self.bar.status.setText("Nothing was moved: no folder was chosen.")
                 return
             move_to = Path(folder)
-        if not self._confirm(plan, mode, move_to, protected):
+        if not self._confirm(plan, mode, move_to, bool(reference)):
             self.bar.status.setText("Nothing was moved.")
             return
         _data, _label, verb, past = next(m for m in MODES if m[0] == mode)
         past = past.format(where=move_to)
+        protected = tuple(reference)
         self._start(lambda stop: dedup.execute(plan, mode, library.journal_dir, library.folder, move_to,
-                                               should_stop=stop), verb, past)
+                                               should_stop=stop, reference=protected), verb, past)
 
     def _confirm(self, plan: list[dedup.PlannedMove], mode: str, move_to: Path | None, protected: bool) -> bool:
         size = human_size(sum(p.item.size for p in plan))
@@ -79,8 +80,8 @@ class Cleanup(QObject):
         if mode == "hardlink":
             text = f"Replace {len(plan)} photos ({size}) with hard links to the photos kept?"
             yes = f"Link {len(plan)} photos"
-            how = ("Each file stays where it is, but shares the kept photo's bytes on disk (only where both "
-                   "are on one file system).\n\n")
+            how = ("Each path stays, but becomes a hard link to the photo kept, sharing its bytes on disk; "
+                   "its own file goes to the system trash. Only where both are on one file system.\n\n")
         else:
             where = "the system trash" if mode == "trash" else str(move_to)
             text, yes = f"Move {len(plan)} photos ({size}) to {where}?", f"Move {len(plan)} photos"
@@ -96,13 +97,14 @@ class Cleanup(QObject):
         return self.feedback.ask("Clean up duplicates", text, yes, informative=informative, details=details)
 
     def undo(self) -> None:
-        if self.session.library is None or self.acting:
+        library = self.session.library
+        if library is None or self.acting:
             return
         journal = self.undoable_journal()
         if journal is None:
             self.bar.status.setText("There is no clean-up to undo.")
             return
-        self._start(lambda stop: dedup.undo(journal), "Putting back", "put back")
+        self._start(lambda stop: dedup.undo(journal, root=library.folder), "Putting back", "put back")
 
     def undoable_journal(self) -> Path | None:
         library = self.session.library
@@ -112,7 +114,7 @@ class Cleanup(QObject):
         if journal is None:
             return None
         try:
-            pending = [e for e in dedup.Journal(journal).entries() if e["done"] and not e.get("undone")]
+            pending = [e for e in dedup.Journal(journal).entries() if not e["undone"]]
         except (OSError, ValueError):
             return None
         return journal if pending else None
@@ -147,6 +149,9 @@ class Cleanup(QObject):
                 text += f" {len(ev.skipped)} left alone."
                 self.feedback.error(f"{len(ev.skipped)} photos were left alone",
                                     "\n".join(f"{Path(p).name}: {why}" for p, why in ev.skipped[:20]))
+            if ev.error:
+                self.feedback.error("The clean-up stopped", f"{ev.error}\n\nWhat was done before is in the "
+                                    "undo journal.")
             self.bar.status.setText(text)
 
     def _done(self, _completed: bool) -> None:

@@ -444,7 +444,7 @@ class DuplicatesTab(QWidget):
         except dedup.DedupError as exc:
             self.feedback.error("Nothing was moved", str(exc))
             return
-        self.cleanup.run(plan, bool(self.reference), move_to)
+        self.cleanup.run(plan, self.reference, move_to)
 
     # -- display -------------------------------------------------------------------------------
     def current_group(self) -> dedup.Group | None:
