@@ -647,3 +647,10 @@ def test_a_file_refused_for_safety_is_named_without_torchs_unsafe_advice(tmp_pat
         text = str(exc)
         assert text.startswith(f"{evil} was refused for safety: it is a PyTorch file that holds Python objects")
         assert "weights_only" not in text and "Weights only" not in text and "\n" not in text
+
+
+def test_events_are_built_with_keywords_only():
+    assert tr.Info(message="a note").message == "a note"
+    for kind, args in ((tr.Info, ("a note",)), (tr.Preparing, (1, 2)), (tr.CheckpointSaved, ("m.pt", 1, "mAP", 0.5))):
+        with pytest.raises(TypeError):
+            kind(*args)
