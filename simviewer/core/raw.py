@@ -42,6 +42,7 @@ except ImportError:  # pragma: no cover - depends on the installation
 
 # LibRaw's "flip" (0, 3 = 180 degrees, 5 = 90 counter-clockwise, 6 = 90 clockwise) as EXIF orientation.
 _FLIP_TO_ORIENTATION = {0: 1, 3: 3, 5: 8, 6: 6}
+_EXIF_SPAN = 1 << 20  # how much of a large RAW file is read for its capture time
 
 
 def decode_raw(src: PhotoSource, min_side: int | None = None) -> DecodedImage:
@@ -142,12 +143,18 @@ def _demosaic(raw) -> Image.Image:
 
 
 def _tiff_time(src: PhotoSource) -> float | None:
-    """The capture time from a TIFF-based RAW's EXIF (CR2, NEF, ARW, DNG, ...), read by Pillow."""
+    """The capture time from a TIFF-based RAW's EXIF (CR2, NEF, ARW, DNG, ...), parsed by Pillow."""
     if not src.head.startswith(_TIFF_SIGNATURES):
         return None
     try:
-        with src.open() as fh, Image.open(fh, formats=["TIFF"]) as im:
-            return exif_time(im.getexif())
+        if src.data is not None:
+            data = src.data
+        else:  # camera files keep their EXIF near the start
+            with src.open() as fh:
+                data = fh.read(_EXIF_SPAN)
+        exif = Image.Exif()
+        exif.load(data)
+        return exif_time(exif)
     except Exception as exc:  # the time is a nicety; the photo does not depend on it
         log.debug("%s: no capture time (%s)", src.name, exc)
         return None
