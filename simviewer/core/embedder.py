@@ -314,10 +314,13 @@ def _headless(model: nn.Module) -> nn.Module:
 def _load_state_dict_file(path: str) -> dict:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        if "eights only" not in str(exc) and "weights_only" not in str(exc):
-            raise EmbedderError(f"cannot load weights file {path}: {exc}") from None
-        # torch's message advises an unsafe load: it is not passed on
+    except pickle.UnpicklingError as exc:  # torch's message advises an unsafe load: it is not passed on
+        text = str(exc)
+        if "Unsupported global" not in text:
+            detail = text.split("WeightsUnpickler error:", 1)[-1].strip().split("\n", 1)[0].strip()
+            if "eights only" in detail or "weights_only" in detail or not detail:
+                detail = "unreadable"
+            raise EmbedderError(f"cannot load weights file {path}: not a PyTorch weights file ({detail})") from None
         raise EmbedderError(f"{path} was refused for safety: besides weights it holds Python objects (a whole "
                             "saved model, say), and loading those can run code; give a state dict or a "
                             "simviewer checkpoint") from None

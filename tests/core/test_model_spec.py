@@ -170,3 +170,10 @@ def test_a_file_with_python_objects_is_refused_without_torchs_unsafe_advice(tmp_
     text = str(refused.value)
     assert text.startswith(f"{path} was refused for safety") and "\n" not in text
     assert "weights_only" not in text and "Weights only" not in text
+
+
+def test_a_file_that_is_not_torchs_is_named_without_torchs_unsafe_advice(tmp_path):
+    (tmp_path / "junk.pt").write_bytes(b"not a torch file")
+    with pytest.raises(EmbedderError, match="cannot load weights file .*junk.pt: not a PyTorch weights file") as bad:
+        Embedder("resnet18", str(tmp_path / "junk.pt"))
+    assert "weights_only" not in str(bad.value) and "\n" not in str(bad.value)
