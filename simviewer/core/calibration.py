@@ -40,6 +40,7 @@ from PIL import Image, ImageEnhance, ImageOps
 from .embedder import Embedder
 from .images import VARIANTS, ImageError, load_image
 from .index import AnnIndex
+from .safe_files import replace_file
 
 log = logging.getLogger(__name__)
 
@@ -380,9 +381,7 @@ def calibrate(
 def save(index_dir: str | os.PathLike, cal: Calibration) -> Path:
     """Write the calibration beside the index (atomically: a killed write leaves the old one)."""
     path = Path(index_dir) / CALIBRATION_FILE
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(cal.to_dict()), encoding="utf-8")
-    os.replace(tmp, path)
+    replace_file(path, json.dumps(cal.to_dict()).encode("utf-8"))  # a link planted there is not followed
     return path
 
 

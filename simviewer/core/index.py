@@ -37,7 +37,16 @@ import numpy as np
 from annoy import AnnoyIndex
 
 from .model_spec import ModelSpec, ModelSpecError
-from .safe_files import check_index_folder, is_disk_full, remove_entry, remove_stale_temporaries, replace_file
+from .paths import key_from_db, key_to_db
+from .safe_files import (
+    check_index_folder,
+    is_disk_full,
+    read_own_file,
+    refuse_planted_links,
+    remove_entry,
+    remove_stale_temporaries,
+    replace_file,
+)
 from .system import fsync_dir, fsync_file
 
 log = logging.getLogger(__name__)
@@ -171,7 +180,7 @@ class AnnIndex:
         try:
             with db:
                 db.execute("CREATE TABLE keys (item INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE)")
-                db.executemany("INSERT INTO keys VALUES (?, ?)", enumerate(keys))
+                db.executemany("INSERT INTO keys VALUES (?, ?)", ((i, key_to_db(k)) for i, k in enumerate(keys)))
         finally:
             db.close()
         fsync_file(tmp / "keys.sqlite")
@@ -298,7 +307,7 @@ class AnnIndex:
 
     def item_of(self, key: str) -> int | None:
         with self._lock:
-            r = self._keys.execute("SELECT item FROM keys WHERE key=?", (key,)).fetchone()
+            r = self._keys.execute("SELECT item FROM keys WHERE key=?", (key_to_db(key),)).fetchone()
         return r[0] if r else None
 
     def keys_of(self, items: Sequence[int]) -> list[str]:
@@ -310,11 +319,11 @@ class AnnIndex:
                     f"SELECT item, key FROM keys WHERE item IN ({','.join('?' * len(items))})", list(items)
                 )
             )
-        return [rows[i] for i in items]
+        return [key_from_db(rows[i]) for i in items]
 
     def all_keys(self) -> list[str]:
         with self._lock:
-            return [r[0] for r in self._keys.execute("SELECT key FROM keys ORDER BY item")]
+            return [key_from_db(r[0]) for r in self._keys.execute("SELECT key FROM keys ORDER BY item")]
 
     def vector(self, key: str) -> np.ndarray | None:
         item = self.item_of(key)
@@ -372,14 +381,12 @@ def _manifest_changed(directory: Path, seen: dict) -> bool:
 def read_manifest(directory: Path) -> dict | None:
     """The index folder's manifest, checked (:func:`validate_manifest`); None when there is none."""
     try:
-        raw = (Path(directory) / MANIFEST).read_bytes()
+        raw = read_own_file(Path(directory) / MANIFEST, limit=1 << 20)
     except FileNotFoundError:
         return None
-    except OSError as exc:
-        raise IndexMismatch(f"unreadable index manifest in {directory}: {exc}; re-index") from exc
-    if len(raw) > 1 << 20:
-        raise ManifestInvalid(f"the index manifest in {directory} is {len(raw)} bytes, not one simviewer wrote; "
-                              "re-index the folder to rebuild it from the photos")
+    except OSError as exc:  # a link, not a plain file, larger than any manifest, unreadable
+        raise ManifestInvalid(f"unreadable index manifest in {directory}: {exc}; re-index the folder to rebuild "
+                              "it from the photos") from None
     try:
         manifest = json.loads(raw)
     except ValueError as exc:
@@ -473,10 +480,12 @@ def _remove_stale(directory: Path, keep: str) -> None:
 
 def clean_index_folder(directory: str | Path) -> list[str]:
     """What killed saves left in *directory*: simviewer's own temporary names, and generations the
-    (valid) manifest does not name. Call it where no other process saves (under the library lock);
-    returns the names removed."""
+    (valid) manifest does not name. Call it where no other process saves (under the library lock),
+    before the catalog is opened: a link planted in place of the catalog is refused
+    (UnsafeIndexFolder), one in place of the manifest or the calibration removed (its target left
+    alone). Returns the names removed."""
     directory = Path(directory)
-    removed = remove_stale_temporaries(directory)
+    removed = refuse_planted_links(directory) + remove_stale_temporaries(directory)
     try:
         current = read_manifest(directory)
     except IndexMismatch:
@@ -489,3 +498,13 @@ def clean_index_folder(directory: str | Path) -> list[str]:
     if removed:
         log.info("removed what an interrupted save left in %s: %s", directory, ", ".join(sorted(removed)))
     return removed
+
+
+def usable_manifest(directory: str | Path) -> dict | None:
+    """The manifest of the index in *directory*, or None when there is none or it is damaged (said in
+    the log): what a writer that rebuilds the index from the photos needs."""
+    try:
+        return read_manifest(Path(directory))
+    except IndexMismatch as exc:
+        log.info("%s", exc)
+        return None

@@ -133,6 +133,38 @@ def remove_stale_temporaries(folder: str | os.PathLike, keep_pid: int | None = N
     return removed
 
 
+# The catalog's files, which sqlite opens by name (following links): a link there is refused.
+CATALOG_FILES = ("catalog.sqlite", "catalog.sqlite-journal", "catalog.sqlite-wal", "catalog.sqlite-shm")
+# Files simviewer only ever replaces whole (replace_file): a link there is removed, its target left alone.
+REPLACED_FILES = ("manifest.json", "calibration.json", "library.json")
+
+
+def refuse_planted_links(folder: str | os.PathLike) -> list[str]:
+    """UnsafeIndexFolder if a link stands in place of the catalog; links in place of
+    :data:`REPLACED_FILES` are removed (never their targets). Returns the names of links removed."""
+    for name in CATALOG_FILES:
+        path = Path(folder) / name
+        if path.is_symlink():
+            raise UnsafeIndexFolder(f"{path} is a symbolic link; simviewer does not write through links in an "
+                                    "index folder (remove the link)")
+    removed = []
+    for name in REPLACED_FILES:
+        if (Path(folder) / name).is_symlink():
+            (Path(folder) / name).unlink()
+            removed.append(name)
+    return removed
+
+
+def read_own_file(path: str | os.PathLike, limit: int) -> bytes:
+    """The bytes of one of simviewer's files, not followed if a link; OSError if over *limit* bytes."""
+    fd = _open(Path(path), os.O_RDONLY)
+    with os.fdopen(fd, "rb") as fh:
+        data = fh.read(limit + 1)
+    if len(data) > limit:
+        raise OSError(errno.EFBIG, f"larger than {limit} bytes")
+    return data
+
+
 def is_disk_full(exc: BaseException) -> bool:
     """An OSError for a full disk or quota, or sqlite's "database or disk is full"."""
     if isinstance(exc, OSError):

@@ -348,3 +348,45 @@ def test_indexing_repairs_a_tampered_index_and_its_leftovers(small_library, tmp_
     assert index.count == 3 and index.model.arch == "resnet18"
     index.close()
     assert not (folder / ".gen-000009.tmp-999999").exists()
+
+
+def test_a_catalog_link_is_refused_and_its_victim_left_intact(small_library, tmp_path):
+    victim = tmp_path / "victim.db"
+    victim.write_bytes(b"precious")
+    folder = tmp_path / "idx"
+    folder.mkdir()
+    os.symlink(victim, folder / "catalog.sqlite")
+    with pytest.raises(UnsafeIndexFolder, match="catalog.sqlite is a symbolic link"):
+        _update(Library(small_library, folder))
+    assert victim.read_bytes() == b"precious"
+
+
+def test_a_manifest_link_is_never_read_and_indexing_replaces_it(small_library, tmp_path):
+    folder = tmp_path / "idx"
+    lib = Library(small_library, folder)
+    _update(lib)
+    other = tmp_path / "other.json"
+    shutil.copy(folder / "manifest.json", other)
+    (folder / "manifest.json").unlink()
+    os.symlink(other, folder / "manifest.json")
+    with pytest.raises(ManifestInvalid, match="unreadable index manifest"):
+        lib.load_index()
+    before = other.read_bytes()
+    summary = _update(lib)
+    assert summary.indexed == 3 and other.read_bytes() == before
+    assert not (folder / "manifest.json").is_symlink() and lib.load_index().count == 3
+
+
+def test_the_calibration_is_written_without_following_a_link(small_library, tmp_path):
+    from simviewer.core import calibration as calib
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    folder = tmp_path / "idx"
+    folder.mkdir()
+    os.symlink(victim, folder / "calibration.json")
+    os.symlink(victim, folder / f".calibration.json.tmp-{os.getpid()}")
+    cal = calib.Calibration(fingerprint="f", threshold=0.9, separation=0.9, reliable=True, photos=3,
+                            library_size=3, k=2, positives=(0.95,), negatives=(0.5,), seconds=1.0, created=0.0)
+    calib.save(folder, cal)
+    assert victim.read_text() == "precious" and calib.load(folder, "f").threshold == pytest.approx(0.9)
