@@ -434,3 +434,13 @@ def test_a_file_name_that_is_not_utf8_is_moved_and_put_back(lib, tmp_path):
                  tmp_path / "out")
     assert len(result.moved) == 1 and (tmp_path / "out" / name).exists()
     assert len(undo(result.journal).moved) == 1 and snapshot(lib) == before
+
+
+def test_the_clean_up_benchmark_runs():
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_cleanup.py"
+    out = subprocess.run([sys.executable, str(script), "3", "4"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "moves: 3 files of 4 KiB" in out.stdout and "hard links: 3 files" in out.stdout
