@@ -362,3 +362,18 @@ def test_neighbours_in_threads_are_the_neighbours_in_one(tmp_path):
     dones = [e.done for e in events[:-1]]
     assert dones[0] == 0 and dones[-1] == n and dones == sorted(dones) and len(dones) == 1 + -(-n // 256)
     np.testing.assert_array_equal(events[-1].score, one.score)
+
+
+def test_the_library_keeps_the_vectors_of_what_a_clean_up_can_bring_back(tmp_path):
+    (tmp_path / "photos").mkdir()
+    lib = Library(tmp_path / "photos", tmp_path / "idx")
+    assert lib.undoable_hashes() == set()
+    lib.journal_dir.mkdir(parents=True)
+    lines = ['{"journal": 1, "mode": "trash"}', '{"n": 0, "op": "move", "src": "/p/a.jpg", "hash": "h-a"}',
+             '{"n": 0, "done": true, "dst": null}', '{"n": 1, "op": "move", "src": "/p/b.jpg", "hash": "h-b"}']
+    (lib.journal_dir / "1-trash.jsonl").write_text("\n".join(lines) + '\n{"n": 2, "op": "move", "src": "/p/c.j')
+    (lib.journal_dir / "2-move.jsonl").write_text('{"n": 0, "op": "move", "src": "/p/d.jpg", "hash": "h-d"}\n')
+    (lib.journal_dir / "3-move.jsonl").write_bytes(b"\xff\xfe not a journal")
+    # Read through Journal: a line cut short, and a file that is not a journal, are passed over.
+    assert dedup.Journal(lib.journal_dir / "1-trash.jsonl").hashes() == {"h-a", "h-b"}
+    assert lib.undoable_hashes() == dedup.journalled_hashes(lib.journal_dir) == {"h-a", "h-b", "h-d"}
