@@ -444,3 +444,14 @@ def test_the_clean_up_benchmark_runs():
     out = subprocess.run([sys.executable, str(script), "3", "4"], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert "moves: 3 files of 4 KiB" in out.stdout and "hard links: 3 files" in out.stdout
+
+
+def test_a_library_opened_through_a_symlink_is_cleaned_up_and_undone(lib, tmp_path):
+    """As on macOS, where /tmp is a link to /private/tmp: the paths given are not the real ones."""
+    (tmp_path / "via").symlink_to(lib, target_is_directory=True)
+    linked = tmp_path / "via"
+    before = snapshot(lib)
+    result = run(plan_of(linked), "move", tmp_path / "journal", linked, tmp_path / "out")
+    assert len(result.moved) == 4 and not result.skipped
+    back = undo(result.journal, root=lib)
+    assert len(back.moved) == 4 and not back.skipped and snapshot(lib) == before

@@ -74,7 +74,7 @@ def execute(plan: Sequence[PlannedMove], mode: str, journal_dir: Path, root: Pat
     *move_to* is given) with *hardlink*."""
     if mode == "hardlink":
         mode, hardlink = ("move" if move_to is not None else "trash"), True
-    root = Path(os.path.realpath(Path(root).expanduser()))
+    root = Path(os.path.abspath(Path(root).expanduser()))  # as given: the journal's paths are under it
     move_to = _check_action(mode, root, move_to)
     journal = Journal.create(journal_dir, mode, root, move_to, hardlink)
     keepers = _KeeperCheck()
@@ -108,7 +108,7 @@ def _check_action(mode: str, root: Path, move_to: Path | None) -> Path | None:
     if move_to is None:
         raise DedupError("moving needs a destination folder")
     move_to = Path(os.path.realpath(Path(move_to).expanduser()))
-    if move_to == root or inside(move_to, root):
+    if str(move_to) == os.path.realpath(root) or inside(move_to, root):
         raise DedupError(f"the destination {move_to} is inside the library; choose a folder outside it")
     return move_to
 
