@@ -14,7 +14,7 @@ from collections import Counter
 from pathlib import Path
 
 from PySide6.QtCore import QAbstractListModel, QAbstractTableModel, QModelIndex, QObject, Qt, Signal
-from PySide6.QtGui import QBrush, QColor
+from PySide6.QtGui import QBrush, QColor, QIcon
 
 from ..core import dedup
 from ..core.dedup.selection import Selection
@@ -67,8 +67,10 @@ class _Thumbs(QObject):
         if thumbnails is not None:
             thumbnails.ready.connect(self._ready)
 
-    def pixmap(self, path: Path):
-        return None if self.thumbnails is None else self.thumbnails.pixmap(str(path))
+    def icon(self, path: Path) -> QIcon | None:
+        """The thumbnail as an icon (a view draws an icon at its icon size, a pixmap at its own)."""
+        pm = None if self.thumbnails is None else self.thumbnails.pixmap(str(path))
+        return None if pm is None else QIcon(pm)
 
     def _ready(self, path: str, _image) -> None:
         for row in self.rows.get(path, ()):
@@ -122,7 +124,7 @@ class GroupsModel(QAbstractListModel):
         if role == Qt.ItemDataRole.DisplayRole:
             return self.text(g)
         if role == Qt.ItemDataRole.DecorationRole:
-            return self._thumbs.pixmap(g.keeper.path)
+            return self._thumbs.icon(g.keeper.path)
         if role == Qt.ItemDataRole.ToolTipRole:
             return "\n".join(str(m.item.path) for m in g.members)
         if role == GroupRole:
@@ -212,7 +214,7 @@ class MembersModel(QAbstractTableModel):
         if role == Qt.ItemDataRole.ForegroundRole:
             return self._colour(g, m, col)
         if role == Qt.ItemDataRole.DecorationRole and col == PHOTO:
-            return self._thumbs.pixmap(m.item.path)
+            return self._thumbs.icon(m.item.path)
         if role == Qt.ItemDataRole.ToolTipRole:
             return self._tooltip(g, m, col)
         return None
@@ -247,11 +249,26 @@ class MembersModel(QAbstractTableModel):
         return None
 
     def _tooltip(self, g: dedup.Group, m: dedup.Member, col: int) -> str | None:
+        if col == MOVE:
+            return self._move_tip(g, m)
         if col == SIMILARITY and m is not g.members[0] and not self.selection.sure(g, m):
             return CHECK_TIP
         if col in (PHOTO, FOLDER):
             return str(m.item.path)
         return None
+
+    def _move_tip(self, g: dedup.Group, m: dedup.Member) -> str:
+        sel = self.selection
+        if sel.protected(m):
+            return "In a protected folder: never moved"
+        if m.item.key in sel.moving(g):
+            return "Moved by the clean-up; untick to keep it"
+        if sel.keeper(g) is m:
+            return "The photo kept of this group"
+        copies = sum(x.item.hash == m.item.hash for x in g.members)
+        if sel.sure(g, m) and copies > 1:
+            return f"One of {copies} identical copies: one of them always stays"
+        return "Stays; tick to move it as well"
 
     def setData(self, index: QModelIndex, value, role: int = Qt.ItemDataRole.EditRole) -> bool:  # noqa: N802
         m = self.member(index.row())

@@ -143,3 +143,27 @@ def test_a_run_that_did_not_beat_its_start_offers_no_model(qtbot, tab):
     assert "no epoch beat the starting model (mAP 0.8090)" in text and "starting model is better" in text
     assert "no epoch beat the starting model" in tab.log.toPlainText()
     assert [tab.results.item(2, c).text() for c in range(4)] == ["mAP", "0.809", "—", "—"]
+
+
+def test_at_1024_by_700_the_starting_model_and_mode_texts_are_whole(qtbot, tab):
+    """Issue: at 1024x700 the form cut the starting model's reason (and the mode found) to a few lines."""
+    from PySide6.QtWidgets import QScrollArea
+
+    form = tab.form
+    page = QScrollArea()  # as the window shows it
+    qtbot.addWidget(page)
+    page.setWidget(tab)
+    page.setWidgetResizable(True)
+    page.resize(1024, 420)  # little height: the form must not squeeze the labels to fit it
+    page.show()
+    reason = ("Recommended: EfficientNet-Lite0 with ImageNet weights (ResNet-50 ImageNet weights are not cached "
+              "and cannot be downloaded (offline?); using the pretrained EfficientNet-Lite0 installed with "
+              "simviewer). It is small and fast, and a fine start for fine-tuning on your own photos; a run "
+              "that does not beat it saves nothing, so nothing is lost by trying.")
+    form.model_label.setText(reason)
+    form.detected_label.setText("33 photos in 4 labelled sub-folders: supervised (photos of a class end up close "
+                                "together)")
+    qtbot.wait(50)
+    for label in (form.model_label, form.detected_label):
+        assert label.height() >= label.heightForWidth(label.width()) > label.fontMetrics().lineSpacing()
+    page.takeWidget()  # the fixture closes the tab itself

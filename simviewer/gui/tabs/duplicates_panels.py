@@ -267,7 +267,7 @@ class GroupBrowser(QSplitter):
         right = QSplitter(Qt.Orientation.Vertical)
         right.addWidget(panes)
         right.addWidget(members_page)
-        right.setSizes([380, 320])
+        right.setSizes([330, 370])
         self.addWidget(self.group_list)
         self.addWidget(right)
         self.setSizes([300, 980])

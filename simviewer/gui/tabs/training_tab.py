@@ -64,6 +64,29 @@ def _duration(seconds: float) -> str:
     return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
 
 
+class WrappedLabel(QLabel):
+    """A word-wrapped label that keeps the height of all its lines: a form layout would squeeze it
+    to one line and cut the rest (the starting model's reason, the mode found) at 1024 px."""
+
+    def __init__(self, text: str = "", parent=None) -> None:
+        super().__init__(text, parent)
+        self.setWordWrap(True)
+
+    def setText(self, text: str) -> None:  # noqa: N802 (Qt API)
+        super().setText(text)
+        self._fit()
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 (Qt API)
+        super().resizeEvent(event)
+        self._fit()
+
+    def _fit(self) -> None:
+        width = self.width() if self.width() > 1 else self.sizeHint().width()
+        needed = self.heightForWidth(width)
+        if needed > 0 and needed != self.minimumHeight():
+            self.setMinimumHeight(needed)
+
+
 class TrainingForm(QGroupBox):
     """What to train on and how: the photos, the mode, the starting model and the run's settings.
 
@@ -89,7 +112,7 @@ class TrainingForm(QGroupBox):
         """The photos, the mode and the starting model."""
         s = self.settings
         self.dataset_edit = QLineEdit(str(s.value("train/dataset", "")))
-        self.dataset_edit.setPlaceholderText("A folder of photos: sub-folders are classes, if it has them")
+        self.dataset_edit.setPlaceholderText("A folder of photos (sub-folders: classes)")
         self.dataset_edit.editingFinished.connect(self.detect)
         browse = QPushButton("Choose…")
         browse.clicked.connect(self.choose_dataset)
@@ -98,8 +121,7 @@ class TrainingForm(QGroupBox):
         self.ds_row = QHBoxLayout()
         self.ds_row.addWidget(self.dataset_edit, 1)
         self.ds_row.addWidget(browse)
-        self.detected_label = QLabel("")
-        self.detected_label.setWordWrap(True)
+        self.detected_label = WrappedLabel()
         self.mode_box = QComboBox()
         for key, text in MODE_NAMES.items():
             self.mode_box.addItem(text, key)
@@ -107,10 +129,7 @@ class TrainingForm(QGroupBox):
         self.arch_box.addItems(list(ARCHITECTURES))
         self.arch_box.setCurrentText(str(s.value("train/arch", "resnet18")))
         self.arch_box.currentTextChanged.connect(self._describe_start)
-        self.model_label = QLabel("")
-        self.model_label.setWordWrap(True)
-        # The form squeezes a wrapped label to its one-line height: keep room for the whole reason.
-        self.model_label.setMinimumHeight(self.model_label.fontMetrics().lineSpacing() * 4)
+        self.model_label = WrappedLabel()
         self.weights_box = QComboBox()
         self.fill_weights()
         self.weights_box.currentIndexChanged.connect(self._weights_changed)
