@@ -95,18 +95,31 @@ class ResultListModel(FileListModel):
     def __init__(self, thumbnails: ThumbnailService, parent=None) -> None:
         super().__init__(thumbnails, parent)
         self.overlays: dict[str, QPixmap] = {}
+        self.computing: set[str] = set()  # matches whose heat map is on its way
         self.show_overlays = False
 
     def set_overlay(self, path: str, pixmap: QPixmap) -> None:
         self.overlays[path] = pixmap
+        self.computing.discard(path)
+        self._changed(path)
+
+    def set_computing(self, paths: set[str]) -> None:
+        """Mark *paths* as having their heat map computed (the others as not)."""
+        changed = self.computing ^ paths
+        self.computing = set(paths)
+        for path in changed:
+            self._changed(path)
+
+    def _changed(self, path: str) -> None:
         i = self._row_of.get(path)
         if i is not None:
             idx = self.index(i)
-            self.dataChanged.emit(idx, idx, [Qt.ItemDataRole.DecorationRole])
+            self.dataChanged.emit(idx, idx, [Qt.ItemDataRole.DecorationRole, Qt.ItemDataRole.DisplayRole])
 
     def refresh_decorations(self) -> None:
         if self.rows:
-            self.dataChanged.emit(self.index(0), self.index(len(self.rows) - 1), [Qt.ItemDataRole.DecorationRole])
+            self.dataChanged.emit(self.index(0), self.index(len(self.rows) - 1),
+                                  [Qt.ItemDataRole.DecorationRole, Qt.ItemDataRole.DisplayRole])
 
     def data(self, index: QModelIndex, role: int = Qt.ItemDataRole.DisplayRole):
         if role == Qt.ItemDataRole.DecorationRole and self.show_overlays and index.isValid():
@@ -118,7 +131,8 @@ class ResultListModel(FileListModel):
     def label(self, row: FileRow) -> str:
         res = f" · {row.width}×{row.height}" if row.width else ""
         mark = " (untrained)" if self.untrained else ""
-        return f"{(row.score or 0) * 100:.1f} %{mark}\n{row.path.name}\n{human_size(row.size)}{res}"
+        heat = "  · heat map…" if self.show_overlays and str(row.path) in self.computing else ""
+        return f"{(row.score or 0) * 100:.1f} %{mark}{heat}\n{row.path.name}\n{human_size(row.size)}{res}"
 
 
 class LibraryGridModel(FileListModel):

@@ -28,7 +28,7 @@ from PySide6.QtCore import QObject, QSettings, Signal
 
 from ..core import embedder as embedding
 from ..core.embedder import Embedder
-from ..core.index import AnnIndex
+from ..core.index import AnnIndex, indexed_model
 from ..core.library import IndexProgress, IndexSummary, Library, default_index_dir
 from .models import FileRow
 from .workers import GeneratorThread, stop_all
@@ -70,9 +70,9 @@ def model_for_run(library: Library, chosen: Embedder | None, default: bool) -> I
     if chosen is not None:
         yield ModelInUse(chosen, CHOSEN_REASON)
         return chosen
-    manifest = None if default else library.manifest()
-    if manifest is not None:
-        own = Embedder.from_manifest(manifest["model"])
+    spec = None if default else indexed_model(library.index_dir)
+    if spec is not None:
+        own = Embedder.from_spec(spec)
         yield ModelInUse(own, KEPT_REASON)
         return own
     emb, choice = embedding.default_embedder()
@@ -268,6 +268,9 @@ class LibrarySession(QObject):
                 index = library.load_index()
             except Exception as exc:  # no index yet, or a damaged one: indexing will make one
                 log.info("no usable index yet: %s", exc)
+                # What a stopped first indexing read is still shown (searchable once indexed).
+                if library.catalog_path.exists():
+                    yield library, None, library_rows(library)
                 return
             yield library, index, library_rows(library, index.all_keys())
 
@@ -282,7 +285,13 @@ class LibrarySession(QObject):
     def _loaded(self, loaded) -> None:
         library, index, rows = loaded
         if library is not self.library or self.closing:  # another folder was opened meanwhile
-            index.close()
+            if index is not None:
+                index.close()
+            return
+        if index is None:
+            if self.index is None and rows:
+                self.rows = rows
+                self.rows_changed.emit(rows)
             return
         self.index = index  # the old one is released when no search holds it any more
         self.rows = rows

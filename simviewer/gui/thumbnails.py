@@ -14,10 +14,11 @@ from collections import OrderedDict
 from pathlib import Path
 
 from PIL import Image
-from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
+from PySide6.QtCore import QObject, QRunnable, Signal
 from PySide6.QtGui import QImage, QPixmap
 
 from ..core.images import ImageError, load_image
+from .workers import make_pool
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +79,7 @@ class ThumbnailLoader(QObject):
     def __init__(self, cache_dir: Path | None, parent=None) -> None:
         super().__init__(parent)
         self.cache_dir = cache_dir
-        self.pool = QThreadPool(self)
-        self.pool.setMaxThreadCount(2)
+        self.pool = make_pool(self, 2)
         self._requested: set[str] = set()
         self._serial = 0
         self._failed: set[str] = set()  # never retried: a file that failed once fails again

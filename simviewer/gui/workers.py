@@ -4,19 +4,24 @@ A :class:`GeneratorThread` drives a core generator (``Library.update`` and frien
 QThread and forwards every event as a queued signal. ``stop()`` only sets a flag that the generator
 polls between steps, so work ends at a clean boundary. Every started thread is tracked so the
 window can stop and wait for all of them on close, and tests can check that none is left running.
+Thread pools made with :func:`make_pool` are tracked the same way (weakly: a pool goes with its
+owner), so tests can check that no runnable outlives its test either.
 """
 
 from __future__ import annotations
 
 import logging
 import traceback
+import weakref
 from collections.abc import Callable, Iterator
 
-from PySide6.QtCore import QThread, Signal
+import shiboken6
+from PySide6.QtCore import QObject, QThread, QThreadPool, Signal
 
 log = logging.getLogger(__name__)
 
 _running: set[GeneratorThread] = set()
+_pools: weakref.WeakSet[QThreadPool] = weakref.WeakSet()
 
 
 def running_workers() -> list[GeneratorThread]:
@@ -66,3 +71,17 @@ def stop_all(timeout_ms: int = 30_000) -> bool:
     for t in threads:
         t.stop()
     return all(t.wait(timeout_ms) for t in threads)
+
+
+def make_pool(parent: QObject | None, threads: int) -> QThreadPool:
+    """A thread pool of *threads* threads, owned by *parent* and tracked for busy_pools()."""
+    pool = QThreadPool(parent)
+    pool.setMaxThreadCount(threads)
+    _pools.add(pool)
+    return pool
+
+
+def busy_pools(wait_ms: int = 0) -> list[QThreadPool]:
+    """The tracked pools and the global one that still run a runnable after waiting *wait_ms* each."""
+    pools = [p for p in _pools if shiboken6.isValid(p)] + [QThreadPool.globalInstance()]
+    return [p for p in pools if not p.waitForDone(wait_ms)]

@@ -11,13 +11,21 @@ from simviewer.core import embedder as embedding  # noqa: E402
 from simviewer.gui import workers  # noqa: E402
 from simviewer.gui.main_window import MainWindow  # noqa: E402
 
+POOL_GRACE_MS = 5000
 SMALL_MODEL = embedding.ModelChoice("resnet18", "none", "a small untrained network keeps the window tests fast")
 
 
 @pytest.fixture(autouse=True)
 def no_worker_left_behind():
+    """No worker thread, and no runnable of a thread pool, outlives its test.
+
+    Pools (the global one and every pool made with workers.make_pool) get a few seconds to
+    finish what a closing window left them, as napari's dangling-qthread-pool check does.
+    """
     yield
     assert workers.running_workers() == [], "a worker thread outlived its test"
+    busy = workers.busy_pools(wait_ms=POOL_GRACE_MS)
+    assert busy == [], f"{len(busy)} thread pool(s) still ran runnables {POOL_GRACE_MS} ms after the test"
 
 
 @pytest.fixture
@@ -47,5 +55,6 @@ def window(qtbot, tmp_path, small_default):
 
 
 def wait_indexed(qtbot, w, timeout=120_000):
-    qtbot.waitUntil(lambda: w.index_worker is not None and not w.indexing and not w.loading, timeout=timeout)
-    assert w.index is not None
+    s = w.session
+    qtbot.waitUntil(lambda: s.worker is not None and not s.indexing and not s.loading, timeout=timeout)
+    assert s.index is not None
