@@ -22,7 +22,7 @@ import logging
 from pathlib import Path
 
 from PySide6.QtCore import Qt, QTimer, Signal
-from PySide6.QtWidgets import QFileDialog, QLabel, QStackedWidget, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QLabel, QStackedWidget, QVBoxLayout, QWidget
 
 from ...core import dedup
 from ...core.calibration import Calibration, CalibrationProgress
@@ -41,20 +41,13 @@ from ..duplicates_models import (
 )
 from ..models import FileRow
 from ..widgets.compare_view import CompareDialog
-from ..workers import GeneratorThread
 from .duplicates_actions import Cleanup
+from .duplicates_keep import KeeperChoice
 from .duplicates_panels import CalibrationStrip, CleanupBar, ComparePanes, GroupBrowser, KeepRulesDialog, SearchBar
+from .duplicates_search import Search
 
 log = logging.getLogger(__name__)
 
-KEEPER_PRESETS = {
-    "Highest resolution, then largest file": ("resolution", "size", "oldest", "shortest-path"),
-    "Oldest photo (EXIF date, else file time)": ("oldest", "resolution", "size", "shortest-path"),
-    "Newest photo (EXIF date, else file time)": ("newest", "resolution", "size", "shortest-path"),
-    "Largest file": ("size", "resolution", "oldest", "shortest-path"),
-    "Shortest path": ("shortest-path", "resolution", "size", "oldest"),
-}
-CUSTOM_RULES = "Your order"
 
 
 def _calibration_id(cal: Calibration) -> str:
@@ -64,6 +57,21 @@ def _calibration_id(cal: Calibration) -> str:
 
 def _identity(cal: Calibration | None) -> tuple[str, float] | None:
     return None if cal is None else (cal.fingerprint, cal.created)
+
+
+def caption(m: dedup.Member, g: dedup.Group, selection: Selection, root: Path | None, text_colour) -> str:
+    """What happens to *m* (moved, kept, stays), its name and folder (two photos of one name are
+    told apart), size, date and score, above its picture."""
+    it, moving, keeper = m.item, selection.moving(g), selection.keeper(g)
+    fate = "will be moved" if it.key in moving else "★ KEEP" if m is keeper else "stays (not ticked)"
+    colour = MOVE_COLOUR if it.key in moving else KEEP_COLOUR if m is keeper else text_colour
+    score = "" if m is g.members[0] else " · " + score_text(m, False)
+    if m is not g.members[0] and not selection.sure(g, m):
+        score += f" · <span style='color:{CHECK_COLOUR.name()}'>{CHECK_TEXT}</span>"
+    res = f"{it.width}×{it.height}, " if it.width else ""
+    return (f"<b style='color:{colour.name()}'>{fate}</b> &nbsp; {it.path.name} "
+            f"<span style='color:gray'>in {folder_of(it.path, root)}</span> — "
+            f"{res}{human_size(it.size)}, {photo_date(it)}{score}")
 
 
 class DuplicatesTab(QWidget):
@@ -79,16 +87,11 @@ class DuplicatesTab(QWidget):
         self._search_for: tuple[object, bool] | None = None  # (the index, invariant) search was made from
         self.groups: list[dedup.Group] = []
         self.selection = Selection()
-        self.reference: list[Path] = []
-        self.custom_rules: tuple[str, ...] = ()  # the keeper rules in the user's own order
         # The library's calibration for its index's model (core.calibration): the threshold starts
         # there, and without one there is no threshold at all (nothing to search with).
         self.calibration: Calibration | None = None
         self.threshold: float | None = None
         self.floor = 0.0  # the slider's lowest value: neighbours are cached down to it
-        self.finding = False
-        self._refind = False
-        self.find_worker: GeneratorThread | None = None
         self.compare_dialog: CompareDialog | None = None
         self.groups_model = GroupsModel(thumbnails, self)
         self.members_model = MembersModel(thumbnails, self)
@@ -105,8 +108,7 @@ class DuplicatesTab(QWidget):
     def _build_ui(self) -> None:
         self.bar = SearchBar()
         self.bar.invariant_box.setChecked(self.session.settings.value("dedup/invariant", "true") == "true")
-        self._fill_keeper_box()
-        self.bar.show_reference([], self.choose_reference, self.remove_reference)
+        self.keep = KeeperChoice(self.session, self.bar, self)
         self.strip = CalibrationStrip()
         self.summary = QLabel("Press “Find duplicates” to look for them in this library.")
         self.summary.setStyleSheet("font-weight: bold;")
@@ -115,6 +117,7 @@ class DuplicatesTab(QWidget):
         self.browser = GroupBrowser(self.groups_model, self.members_model, self.panes)
         self.actions_bar = CleanupBar()
         self.cleanup = Cleanup(self.session, self.feedback, self.actions_bar, self)
+        self.searcher = Search(self.feedback, self.actions_bar, self)
         page = QWidget()
         lay = QVBoxLayout(page)
         for part, stretch in ((self.bar, 0), (self.strip, 0), (self.summary, 0), (self.browser, 1),
@@ -137,8 +140,8 @@ class DuplicatesTab(QWidget):
         bar.slider.valueChanged.connect(self._slider_moved)
         bar.invariant_box.toggled.connect(self._invariant_toggled)
         bar.exact_box.toggled.connect(lambda _on: self.regroup())
-        bar.keeper_box.currentIndexChanged.connect(lambda _i: self._rules_changed())
-        bar.rules_button.clicked.connect(lambda: self.edit_rules())
+        self.keep.rules_changed.connect(self._rules_changed)
+        self.keep.reference_changed.connect(self.regroup)
         strip.pretrained_wanted.connect(self.session.reindex_with_default_model)
         strip.finetune_wanted.connect(self.finetune_requested)
         strip.calibrate_wanted.connect(lambda: self.session.start_indexing())
@@ -161,6 +164,9 @@ class DuplicatesTab(QWidget):
             lambda: self.cleanup.export(self.groups, self.threshold, self.sure_level()))
         act.stop_button.clicked.connect(self.stop)
         self.cleanup.busy_changed.connect(lambda _busy: self._update_buttons())
+        self.searcher.busy_changed.connect(lambda _busy: self._update_buttons())
+        self.searcher.found.connect(self._found)
+        self.searcher.again.connect(self.find)
         self.cleanup.finished.connect(lambda: self.selection.clear())
 
     # -- library and index changes -------------------------------------------------------------
@@ -170,8 +176,7 @@ class DuplicatesTab(QWidget):
         self.search, self._search_for, self.groups = None, None, []
         self.selection = Selection()
         self.panes.forget()
-        self.reference = []
-        self.bar.show_reference([], self.choose_reference, self.remove_reference)
+        self.keep.set_reference([])
         self.cleanup.last_result = None
         self.calibration, self.threshold = None, None
         self.strip.plot.empty_text = "Waiting for the library's index…"
@@ -193,9 +198,7 @@ class DuplicatesTab(QWidget):
         new = _identity(cal) != _identity(self.calibration)
         self.calibration = cal
         if cal is None:  # no threshold to search with: nothing is invented
-            self._refind = False
-            if self.find_worker is not None:
-                self.find_worker.stop()
+            self.searcher.stop()
             self.search, self._search_for, self.groups, self.threshold = None, None, [], None
             self._show_groups()
             self.summary.setText("Duplicates are searched from a threshold calibrated on this library.")
@@ -238,6 +241,10 @@ class DuplicatesTab(QWidget):
             self.find()  # the library changed while another tab was showing
 
     # -- finding -------------------------------------------------------------------------------
+    @property
+    def finding(self) -> bool:
+        return self.searcher.finding
+
     def find(self) -> None:
         s = self.session
         if s.index is None or s.library is None or self.calibration is None or self.finding or self.cleanup.acting:
@@ -245,59 +252,16 @@ class DuplicatesTab(QWidget):
         if s.indexing:
             self.actions_bar.status.setText("Wait for indexing to finish: the groups would miss the newest photos.")
             return
-        index, library = s.index, s.library
-        invariant, floor = self.bar.invariant_box.isChecked(), self.floor
-        worker = GeneratorThread(
-            lambda stop: dedup.find_duplicates(library, index, floor=floor, invariant=invariant, should_stop=stop),
-            "dedup-find", self)
-        worker.yielded.connect(lambda ev, i=index, inv=invariant: self._found(ev, i, inv))
-        worker.failed.connect(lambda exc: self.feedback.error("Cannot look for duplicates", str(exc)))
-        worker.done.connect(self._find_done)
-        self.find_worker = worker
-        self.finding = True
-        bar = self.actions_bar
-        bar.progress.setRange(0, 0)
-        bar.progress.show()
-        bar.stop_button.show()
-        bar.status.setText("Mirrored and rotated copies…" if invariant
-                           else "Comparing every photo with its neighbours…")
-        self._update_buttons()
-        worker.start()
+        self.searcher.start(s.library, s.index, self.floor, self.bar.invariant_box.isChecked(),
+                            lambda: self.session.index)
 
-    def _found(self, ev, index, invariant: bool) -> None:
-        bar = self.actions_bar
-        if isinstance(ev, (dedup.VariantProgress, dedup.NeighbourProgress)):
-            bar.progress.setRange(0, max(ev.total, 1))
-            bar.progress.setValue(ev.done)
-            what = ("Mirrored and rotated copies" if isinstance(ev, dedup.VariantProgress)
-                    else "Comparing every photo with its neighbours")
-            bar.status.setText(f"{what}: {ev.done:,} of {ev.total:,} photos")
-            return
-        if index is not self.session.index:
-            self._refind = True  # a new index arrived meanwhile: look again in it when this ends
-            return
-        self.search = ev
+    def _found(self, result, index, invariant: bool) -> None:
+        self.search = result
         self._search_for = (index, invariant)
         self.regroup()
 
-    def _find_done(self, completed: bool) -> None:
-        self.finding = False
-        if self._refind:
-            self._refind = False
-            self.find()
-            return
-        self.actions_bar.progress.hide()
-        self.actions_bar.stop_button.hide()
-        if not completed and self.search is None:
-            self.actions_bar.status.setText("Stopped.")
-        elif completed:
-            self.actions_bar.status.setText("")
-        self._update_buttons()
-
     def stop(self) -> None:
-        self._refind = False
-        if self.find_worker is not None:
-            self.find_worker.stop()
+        self.searcher.stop()
         self.cleanup.stop()
 
     # -- threshold and options -----------------------------------------------------------------
@@ -326,61 +290,22 @@ class DuplicatesTab(QWidget):
         if self.search is not None:
             self.find()
 
-    def _fill_keeper_box(self) -> None:
-        box = self.bar.keeper_box
-        box.addItems(list(KEEPER_PRESETS))
-        saved = self.session.settings.value("dedup/rules")
-        if saved:
-            self.custom_rules = tuple(str(saved).split(","))
-            box.addItem(CUSTOM_RULES)
-            box.setCurrentText(CUSTOM_RULES)
+    @property
+    def reference(self) -> list[Path]:
+        """The protected folders: their photos are preferred as keepers and never moved."""
+        return self.keep.reference
+
+    def add_reference(self, folder: Path) -> None:
+        self.keep.add_reference(folder)
 
     def rules(self) -> tuple[str, ...]:
-        name = self.bar.keeper_box.currentText()
-        return self.custom_rules if name == CUSTOM_RULES else KEEPER_PRESETS[name]
+        return self.keep.rules()
 
     def edit_rules(self) -> KeepRulesDialog:
-        """The keeper rules in order, editable; OK makes them "your order" (remembered)."""
-        dialog = KeepRulesDialog(self.rules(), self)
-        dialog.accepted.connect(lambda: self.set_rules(dialog.rules()))
-        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
-        dialog.open()
-        self.rules_dialog = dialog
-        return dialog
-
-    def set_rules(self, rules: tuple[str, ...]) -> None:
-        self.custom_rules = tuple(rules)
-        self.session.settings.setValue("dedup/rules", ",".join(rules))
-        box = self.bar.keeper_box
-        if box.findText(CUSTOM_RULES) < 0:
-            box.addItem(CUSTOM_RULES)
-        box.setToolTip("Kept: " + " › ".join(rules))
-        if box.currentText() == CUSTOM_RULES:
-            self._rules_changed()
-        else:
-            box.setCurrentText(CUSTOM_RULES)  # regroups
+        return self.keep.edit(self)
 
     def _rules_changed(self) -> None:
         self.selection.clear()
-        self.regroup()
-
-    def choose_reference(self) -> None:
-        start = str(self.session.library.folder) if self.session.library else str(Path.home())
-        folder = QFileDialog.getExistingDirectory(self, "Protect a folder: its photos are never moved", start)
-        if folder:
-            self.add_reference(Path(folder))
-
-    def add_reference(self, folder: Path) -> None:
-        if folder.resolve() not in self.reference:
-            self.reference.append(folder.resolve())
-        self._reference_changed()
-
-    def remove_reference(self, folder: Path) -> None:
-        self.reference = [f for f in self.reference if f != folder]
-        self._reference_changed()
-
-    def _reference_changed(self) -> None:
-        self.bar.show_reference(self.reference, self.choose_reference, self.remove_reference)
         self.regroup()
 
     def regroup(self) -> None:
@@ -506,22 +431,10 @@ class DuplicatesTab(QWidget):
         keeper = self.selection.keeper(g)
         other = g.members[row] if g.members[row] is not keeper else next(
             (m for m in g.members if m is not keeper), keeper)
-        self.panes.show_pair(self._caption(keeper, g, keeper), keeper.item.path,
-                             self._caption(other, g, keeper), other.item.path)
-
-    def _caption(self, m: dedup.Member, g: dedup.Group, keeper: dedup.Member) -> str:
-        it, moving = m.item, self.selection.moving(g)
-        fate = "will be moved" if it.key in moving else "★ KEEP" if m is keeper else "stays (not ticked)"
-        colour = MOVE_COLOUR if it.key in moving else KEEP_COLOUR if m is keeper else self.palette().text().color()
-        score = "" if m is g.members[0] else " · " + score_text(m, False)
-        if m is not g.members[0] and not self.selection.sure(g, m):
-            score += f" · <span style='color:{CHECK_COLOUR.name()}'>{CHECK_TEXT}</span>"
-        res = f"{it.width}×{it.height}, " if it.width else ""
         root = self.session.library.folder if self.session.library else None
-        # The folder too: two photos of one name are told apart.
-        return (f"<b style='color:{colour.name()}'>{fate}</b> &nbsp; {it.path.name} "
-                f"<span style='color:gray'>in {folder_of(it.path, root)}</span> — "
-                f"{res}{human_size(it.size)}, {photo_date(it)}{score}")
+        colour = self.palette().text().color()
+        self.panes.show_pair(caption(keeper, g, self.selection, root, colour), keeper.item.path,
+                             caption(other, g, self.selection, root, colour), other.item.path)
 
     def open_compare(self, row: int) -> CompareDialog | None:
         """The keeper and every other member, in the compare view with heat maps."""
