@@ -10,7 +10,6 @@ picture when it is painted, so the groups in view show their keeper without bein
 from __future__ import annotations
 
 import datetime as dt
-from collections import Counter
 from pathlib import Path
 
 from PySide6.QtCore import QAbstractListModel, QAbstractTableModel, QModelIndex, QObject, Qt, Signal
@@ -28,8 +27,10 @@ KEEP_MARK = "★ keep  "
 CHECK_TIP = ("Above the threshold, but less alike than a typical edited copy of your photos: it may be another "
              "shot of the same subject. Not selected unless you tick it.")
 
-COLUMNS = ("Move", "Photo", "Similarity", "Resolution", "Size", "Date", "Folder")
-MOVE, PHOTO, SIMILARITY, RESOLUTION, SIZE, DATE, FOLDER = range(len(COLUMNS))
+# The folder is the second line of the Photo cell rather than a column of its own: two photos of
+# one name are told apart, and at 1024 px the name keeps its room.
+COLUMNS = ("Move", "Photo", "Similarity", "Resolution", "Size", "Date")
+MOVE, PHOTO, SIMILARITY, RESOLUTION, SIZE, DATE = range(len(COLUMNS))
 MemberRole = Qt.ItemDataRole.UserRole + 20  # the dedup.Member of a row
 GroupRole = Qt.ItemDataRole.UserRole + 21  # the dedup.Group of a row
 MovingRole = Qt.ItemDataRole.UserRole + 22  # True where the clean-up moves the row's photo
@@ -143,7 +144,6 @@ class MembersModel(QAbstractTableModel):
         self.group: dedup.Group | None = None
         self.selection = Selection()
         self.root: Path | None = None
-        self._names: Counter[str] = Counter()
         self._thumbs = _Thumbs(thumbnails, self)
         self._thumbs.changed.connect(
             lambda row: self._changed(row, row, PHOTO, PHOTO, [Qt.ItemDataRole.DecorationRole]))
@@ -152,7 +152,6 @@ class MembersModel(QAbstractTableModel):
         self.beginResetModel()
         self.group, self.selection, self.root = g, selection, root
         members = g.members if g is not None else ()
-        self._names = Counter(m.item.path.name for m in members)
         self._thumbs.rows = {str(m.item.path): [r] for r, m in enumerate(members)}
         self.endResetModel()
 
@@ -191,11 +190,8 @@ class MembersModel(QAbstractTableModel):
         return base
 
     def name(self, m: dedup.Member) -> str:
-        """The photo's name; with its folder where another member has the same name."""
-        name = m.item.path.name
-        if self._names[name] > 1:
-            name = f"{name} ({folder_of(m.item.path, self.root)})"
-        return name
+        """The photo's name, and its folder on a second line."""
+        return f"{m.item.path.name}\n{folder_of(m.item.path, self.root)}"
 
     def data(self, index: QModelIndex, role: int = Qt.ItemDataRole.DisplayRole):
         m = self.member(index.row())
@@ -219,7 +215,7 @@ class MembersModel(QAbstractTableModel):
             return self._tooltip(g, m, col)
         return None
 
-    def _text(self, g: dedup.Group, m: dedup.Member, col: int) -> str:
+    def _text(self, g: dedup.Group, m: dedup.Member, col: int) -> str | None:
         it = m.item
         if col == MOVE:
             return "protected" if self.selection.protected(m) else ""
@@ -236,7 +232,7 @@ class MembersModel(QAbstractTableModel):
             return human_size(it.size)
         if col == DATE:
             return photo_date(it)
-        return folder_of(it.path, self.root)
+        return None
 
     def _colour(self, g: dedup.Group, m: dedup.Member, col: int):
         if col == PHOTO:
@@ -253,7 +249,7 @@ class MembersModel(QAbstractTableModel):
             return self._move_tip(g, m)
         if col == SIMILARITY and m is not g.members[0] and not self.selection.sure(g, m):
             return CHECK_TIP
-        if col in (PHOTO, FOLDER):
+        if col == PHOTO:
             return str(m.item.path)
         return None
 

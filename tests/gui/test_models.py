@@ -15,7 +15,6 @@ from simviewer.core.dedup.selection import Selection  # noqa: E402
 from simviewer.gui.duplicates_models import (  # noqa: E402
     CHECK_COLOUR,
     COLUMNS,
-    FOLDER,
     KEEP_MARK,
     MOVE,
     PHOTO,
@@ -112,10 +111,9 @@ def test_same_names_are_told_apart_by_their_folder(setup):
     groups, sel, _ = setup
     model = MembersModel()
     model.set_group(groups[0], sel, ROOT)
-    assert model.data(model.index(0, PHOTO)) == KEEP_MARK + "IMG_1.jpg (a)"
-    assert model.data(model.index(1, PHOTO)) == "IMG_1.jpg (b)"
-    assert model.data(model.index(2, PHOTO)) == "edit.jpg"  # a name of its own needs no folder
-    assert model.data(model.index(1, FOLDER)) == "b"
+    assert model.data(model.index(0, PHOTO)) == KEEP_MARK + "IMG_1.jpg\na"
+    assert model.data(model.index(1, PHOTO)) == "IMG_1.jpg\nb"
+    assert model.data(model.index(2, PHOTO)) == "edit.jpg\na"
     assert model.data(model.index(1, PHOTO), Qt.ItemDataRole.ToolTipRole) == str(ROOT / "b/IMG_1.jpg")
 
 
