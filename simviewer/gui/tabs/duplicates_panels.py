@@ -48,6 +48,8 @@ RULE_NAMES = {  # the rules of core.dedup.rule_key the window offers, as the use
     "oldest": "The oldest (EXIF date, else file time)",
     "newest": "The newest (EXIF date, else file time)",
     "shortest-path": "The shortest path",
+    "raw": "The RAW file of a camera's RAW+JPEG pair",
+    "jpeg": "The JPEG of a camera's RAW+JPEG pair",
 }
 UNRELIABLE_TEXT = ("This model cannot tell duplicates apart reliably on your photos — use the pretrained model "
                    "or fine-tune it")
