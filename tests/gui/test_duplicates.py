@@ -511,3 +511,17 @@ def test_at_1024_by_700_no_label_of_the_search_bar_is_cut(qtbot, tab, dup_folder
     label = bar.threshold_label
     assert label.fontMetrics().horizontalAdvance(label.text()) <= label.contentsRect().width()
     assert tab.minimumSizeHint().width() <= 1024 - 20
+
+
+def test_the_rule_order_dialog_offers_only_rules_core_knows(qtbot):
+    from simviewer.gui.tabs.duplicates_panels import RULE_NAMES, KeepRulesDialog
+
+    assert set(RULE_NAMES) == {r for r in dedup.RULE_HELP if ":" not in r}
+    dialog = KeepRulesDialog(("size", "resolution"))
+    qtbot.addWidget(dialog)
+    assert dialog.rules() == ("size", "resolution")  # the ticked ones, in their order
+    dialog.list.setCurrentRow(1)
+    dialog.up_button.click()
+    assert dialog.rules() == ("resolution", "size")
+    dialog.list.item(dialog.list.count() - 1).setCheckState(Qt.CheckState.Checked)
+    assert len(dialog.rules()) == 3
