@@ -9,18 +9,17 @@ import argparse
 import json
 import logging
 import os
-import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from .. import __version__
+from .dedup import add_parsers as add_dedup_parsers
+from .dedup import cmd_dedup, cmd_eval
+from .drive import Bar, drive
+from .train import TRAIN_METRICS, cmd_train
 
 log = logging.getLogger("simviewer")
-
-# Kept here (not imported from core.dedup) so that --help stays instant.
-RULES_FOR_HELP = ("resolution", "size", "oldest", "newest", "shortest-path", "folder:DIR")
-
 
 class CliError(Exception):
     """A failure to report in one line and exit 1."""
@@ -74,18 +73,8 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="simviewer",
-        usage="simviewer [FOLDER] | simviewer COMMAND ...",
-        description="Find look-alike photos with a CNN and an Annoy index. "
-                    "Without a command, opens the desktop app (on FOLDER if given).",
-        epilog="Run `simviewer COMMAND --help` for the options of a command.",
-    )
-    parser.add_argument("--version", action="version", version=f"simviewer {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-
+def _add_library_parsers(sub) -> None:
+    """index, query, dedup, eval and explain: the commands that work on an indexed folder."""
     p = sub.add_parser("index", help="index (or update the index of) a photo folder",
                        description="Embed every photo in FOLDER (recursively) and build its Annoy index. "
                                    "Re-running only embeds new or changed files.")
@@ -95,64 +84,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("query", help="list the photos of a folder that look like IMAGE",
                        description="Rank FOLDER's photos by similarity to IMAGE (which may be outside FOLDER). "
-                                   "IMAGE itself is left out of the results.")
-    p.add_argument("image", metavar="IMAGE")
+                                   "IMAGE itself is left out of the results. Several images are looked up in "
+                                   "one run; one that cannot be read is reported and the others go on (exit 1).")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--folder", required=True, metavar="FOLDER", help="the indexed folder to search")
     p.add_argument("-k", type=_positive_int, default=10, help="number of results (default 10)")
     p.add_argument("--json", action="store_true",
-                   help='print [{"path": ..., "score": cosine}, ...], best first')
+                   help='print [{"path": ..., "score": cosine}, ...], best first; with several images, one JSON '
+                        'object a line: {"image": ..., "results": [...]} or {"image": ..., "error": ...}')
     _add_library_args(p, None, None)
 
-    p = sub.add_parser("dedup", help="find groups of near-duplicate photos; optionally clean them up",
-                       description="Group FOLDER's near-duplicates (every member within the threshold of its "
-                                   "group's keeper), report them, and optionally move the sure duplicates to the "
-                                   "system trash or to a folder. Sure duplicates are exact copies and members as "
-                                   "alike as a typical edited copy of the library's photos (its calibrated sure "
-                                   "level); the others are listed as (similar, check): they may be another photo "
-                                   "of the same subject, and are moved only with --include-similar. Every move is "
-                                   "journalled first: --undo puts the files back. Reference folders are never "
-                                   "touched.")
-    p.add_argument("folder", metavar="FOLDER")
-    p.add_argument("--threshold", type=float, default=None,
-                   help="cosine similarity at or above which two photos are duplicates (default: the "
-                        "threshold calibrated on this library for its model)")
-    p.add_argument("--invariant", action=argparse.BooleanOptionalAction, default=True,
-                   help="also match mirrored and rotated (90/180/270 degree) copies (default on; their "
-                        "vectors are made while indexing); --no-invariant compares the photos as they are")
-    p.add_argument("--min", dest="min_score", type=float, help="only pairs at least this similar")
-    p.add_argument("--max", dest="max_score", type=float,
-                   help="only pairs at most this similar (0.9999 leaves byte-identical copies out)")
-    p.add_argument("--keep", action="append", metavar="RULE",
-                   help="keeper rule, in order, repeatable: " + ", ".join(RULES_FOR_HELP)
-                        + " (default: resolution, size, oldest, shortest-path)")
-    p.add_argument("--reference", action="append", default=[], metavar="DIR",
-                   help="a protected folder: its photos are preferred as keepers and never moved")
-    p.add_argument("--json", metavar="FILE", help="write the groups as JSON")
-    p.add_argument("--csv", metavar="FILE", help="write the groups as CSV")
-    action = p.add_mutually_exclusive_group()
-    action.add_argument("--trash", action="store_true", help="move the sure duplicates to the system trash")
-    action.add_argument("--move-to", metavar="DIR", help="move the sure duplicates under DIR, keeping their relative "
-                                                         "paths")
-    action.add_argument("--undo", nargs="?", const="latest", metavar="JOURNAL",
-                        help="put back the files of the last clean-up (or of JOURNAL)")
-    p.add_argument("--include-similar", action="store_true",
-                   help="--trash/--move-to also move the members marked (similar, check): every non-keeper")
-    p.add_argument("--dry-run", action="store_true", help="say what --trash/--move-to would do, do nothing")
-    _add_library_args(p, None, None)
-
-    p = sub.add_parser("eval", help="measure dedup and retrieval quality on a labelled folder",
-                       description="Pair-level precision/recall/F1 of dedup at the threshold and at the best "
-                                   "threshold, and retrieval recall@1, recall@5 and mAP, for the folder's model "
-                                   "and for a perceptual-hash (pHash) baseline in the same run.")
-    p.add_argument("folder", metavar="FOLDER")
-    p.add_argument("--labels", required=True, metavar="LABELS.csv",
-                   help="CSV with header path,group (path relative to FOLDER); same group = duplicates")
-    p.add_argument("--threshold", type=float, default=None,
-                   help="dedup threshold to score (default: the library's calibrated one, as for dedup)")
-    p.add_argument("--invariant", action=argparse.BooleanOptionalAction, default=True,
-                   help="score flip/rotation-invariant matching, as dedup does by default")
-    p.add_argument("--json", action="store_true", help="print the figures as JSON")
-    _add_library_args(p, None, None)
+    add_dedup_parsers(sub, lambda p: _add_library_args(p, None, None))
 
     p = sub.add_parser("explain", help="show why two photos match: Grad-CAM heat maps side by side",
                        description="Write IMAGE_A and IMAGE_B side by side with heat maps of the regions that "
@@ -166,6 +108,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--opacity", type=float, default=0.5, help="heat-map opacity, 0 to 1 (default 0.5)")
     p.add_argument("--height", type=_positive_int, default=768, help="height of each photo in the output")
     _add_library_args(p, None, None)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="simviewer",
+        usage="simviewer [FOLDER] | simviewer COMMAND ...",
+        description="Find look-alike photos with a CNN and an Annoy index. "
+                    "Without a command, opens the desktop app (on FOLDER if given).",
+        epilog="Run `simviewer COMMAND --help` for the options of a command.",
+    )
+    parser.add_argument("--version", action="version", version=f"simviewer {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    _add_library_parsers(sub)
 
     from ..core.registry import ARCHITECTURES  # torch-free: --help stays instant
 
@@ -219,8 +176,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 COMMANDS = ("index", "query", "dedup", "explain", "eval", "train")
-# Kept here (not imported from core.training) so that --help stays instant.
-TRAIN_METRICS = ("recall@1", "recall@5", "mAP")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -241,6 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
+    _tolerant_output()
     try:
         return {"index": cmd_index, "query": cmd_query, "dedup": cmd_dedup, "explain": cmd_explain,
                 "eval": cmd_eval, "train": cmd_train}[args.command](args)
@@ -271,81 +227,78 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise
 
 
+def _tolerant_output() -> None:
+    """A file name that is not valid UTF-8 (``caf\\xe9.png``) is printed with its odd byte
+    escaped (``caf\\udce9.png``) instead of ending the command; --json output escapes it the
+    same way, and json.loads gives back the name that opens the file."""
+    reconfigure = getattr(sys.stdout, "reconfigure", None)
+    if reconfigure is not None:
+        try:
+            reconfigure(errors="backslashreplace")
+        except (ValueError, OSError) as exc:  # a stream that cannot change its error handler now
+            log.debug("stdout keeps its error handler: %s", exc)
+
+
 # -- shared pieces ------------------------------------------------------------------------------
-def _make_embedder(args: argparse.Namespace, arch: str, weights: str, pooling: str | None = None):
-    from ..core.embedder import DEFAULT_POOLING, Embedder
+def _spec_embedder(args: argparse.Namespace, spec):
+    """The embedder of a ModelSpec (an index's model), with the command's precision and threads."""
+    from ..core.embedder import Embedder
 
-    return Embedder(arch, weights, precision=args.precision, threads=args.threads,
-                    pooling=pooling or DEFAULT_POOLING)
+    return Embedder.from_spec(spec, precision=args.precision, threads=args.threads)
 
 
-def _choose_embedder(args: argparse.Namespace, manifest: dict | None):
-    """(embedder, why): the folder's own model unless --model/--weights ask for another; for a new
-    folder the default (ResNet-50 ImageNet where it can be had, else the bundled pretrained model).
+def _choose_embedder(args: argparse.Namespace, indexed):
+    """(embedder, why) from --model/--weights and the folder's own model (a ModelSpec, a manifest
+    dict or None): core.model_spec.choose_model decides; for a new folder the default (ResNet-50
+    ImageNet where it can be had, else the bundled pretrained model).
 
     The default's weights are loaded here, so that a download that fails falls back to the bundled
     model at once instead of failing the run: an untrained network is never chosen for the user.
     """
-    from ..core.embedder import Embedder, default_embedder, default_model
+    from ..core.embedder import Embedder, default_embedder
+    from ..core.model_spec import ModelSpec, choose_model
 
-    base = (manifest or {}).get("model")
-    if args.model or args.weights:
-        arch = args.model or (base or {}).get("arch") or default_model().arch
-        weights = args.weights or (base["weights"] if base and base.get("arch") == arch else "imagenet")
-        return _make_embedder(args, arch, weights), "as asked"
-    if base is not None:
-        emb = Embedder.from_manifest(base, precision=args.precision, threads=args.threads)
-        return emb, "the model this folder was indexed with"
-    embedder, choice = default_embedder(precision=args.precision, threads=args.threads)
-    return embedder, choice.reason
+    if isinstance(indexed, dict):
+        indexed = ModelSpec.from_dict(indexed["model"])
+    choice = choose_model(args.model, args.weights, indexed)
+    if choice.arch is None:
+        embedder, default = default_embedder(precision=args.precision, threads=args.threads)
+        return embedder, default.reason
+    return Embedder(choice.arch, choice.weights, pooling=choice.pooling, precision=args.precision,
+                    threads=args.threads), choice.reason
 
 
 def _run_update(library, embedder, args: argparse.Namespace, quiet: bool):
-    """Drive Library.update under a tqdm bar; Ctrl+C stops after the current batch."""
-    from tqdm import tqdm
-
+    """Drive Library.update under a progress bar; Ctrl+C stops after the current batch."""
     from ..core.library import CalibrationProgress, FileSkipped, IndexBuilding, IndexProgress, IndexSummary, ScanDone
 
-    stop = {"requested": False}
+    bar = Bar(quiet)
+    result = {}
 
-    def on_sigint(signum, frame):
-        if stop["requested"]:
-            raise KeyboardInterrupt
-        stop["requested"] = True
-        print("\nsimviewer: stopping after this batch (Ctrl+C again to abort)", file=sys.stderr)
+    def handle(ev) -> None:
+        if isinstance(ev, ScanDone):
+            bar.start(ev.to_process, "indexing")
+        elif isinstance(ev, IndexProgress):
+            bar.update(ev.done, embedded=ev.embedded, reused=ev.reused, skipped=ev.skipped)
+        elif isinstance(ev, FileSkipped):
+            log.info("skipped %s: %s", ev.path, ev.reason)
+        elif isinstance(ev, IndexBuilding):
+            bar.describe("building index")
+        elif isinstance(ev, CalibrationProgress):
+            if "calibrating" not in result:
+                result["calibrating"] = True
+                bar.start(ev.total, "calibrating the duplicate threshold", unit="photo")
+            bar.update(ev.done)
+        elif isinstance(ev, IndexSummary):
+            result["summary"] = ev
 
-    previous = signal.signal(signal.SIGINT, on_sigint)
-    show = sys.stderr.isatty() and not quiet
-    bar = calibrating = None
-    summary = None
     try:
-        for ev in library.update(embedder, batch_size=args.batch_size, workers=args.workers,
-                                 decoders=args.decoders, should_stop=lambda: stop["requested"]):
-            if isinstance(ev, ScanDone):
-                bar = tqdm(total=ev.to_process, unit="img", desc="indexing", disable=not show,
-                           file=sys.stderr, dynamic_ncols=True)
-            elif isinstance(ev, IndexProgress) and bar is not None:
-                bar.update(ev.done - bar.n)
-                bar.set_postfix(embedded=ev.embedded, reused=ev.reused, skipped=ev.skipped, refresh=False)
-            elif isinstance(ev, FileSkipped):
-                log.info("skipped %s: %s", ev.path, ev.reason)
-            elif isinstance(ev, IndexBuilding):
-                if bar is not None:
-                    bar.set_description("building index")
-            elif isinstance(ev, CalibrationProgress):
-                if calibrating is None:
-                    if bar is not None:
-                        bar.close()
-                    calibrating = bar = tqdm(total=ev.total, unit="photo", desc="calibrating the duplicate threshold",
-                                             disable=not show, file=sys.stderr, dynamic_ncols=True)
-                bar.update(ev.done - bar.n)
-            elif isinstance(ev, IndexSummary):
-                summary = ev
+        drive(lambda should_stop: library.update(embedder, batch_size=args.batch_size, workers=args.workers,
+                                                 decoders=args.decoders, should_stop=should_stop),
+              handle, stopping="stopping after this batch")
     finally:
-        if bar is not None:
-            bar.close()
-        signal.signal(signal.SIGINT, previous)
-    return summary
+        bar.close()
+    return result.get("summary")
 
 
 def _print_summary(library, s, why: str = "") -> None:
@@ -357,7 +310,9 @@ def _print_summary(library, s, why: str = "") -> None:
     speed = f"{s.images_per_second:.1f} images/s while embedding; " if s.embedded else ""
     unchanged = "; index unchanged" if not s.index_rebuilt and not s.cancelled else ""
     print(f"  {speed}{s.seconds:.2f} s in all{unchanged}")
-    if s.cancelled:
+    if s.cancelled and s.index_rebuilt:
+        print(f"  stopped early: the index holds the {s.indexed} photos embedded so far; run again to index the rest")
+    elif s.cancelled:
         print("  stopped early: the embeddings computed so far are kept; the previous index is still in use")
     if s.calibration is not None:
         print(f"  duplicates: {s.calibration.summary()}")
@@ -371,10 +326,11 @@ def _print_summary(library, s, why: str = "") -> None:
 
 # -- commands -----------------------------------------------------------------------------------
 def cmd_index(args: argparse.Namespace) -> int:
+    from ..core.index import indexed_model
     from ..core.library import Library
 
     library = Library(args.folder, args.index_dir)
-    embedder, why = _choose_embedder(args, library.manifest())
+    embedder, why = _choose_embedder(args, indexed_model(library.index_dir))  # damaged: said, then rebuilt
     summary = _run_update(library, embedder, args, quiet=args.json)
     if summary is None:
         raise CliError("indexing ended without a summary")
@@ -390,24 +346,11 @@ def cmd_query(args: argparse.Namespace) -> int:
     from ..core.index import IndexMissing
     from ..core.library import Library
 
-    image = Path(args.image)
-    if not image.is_file():
-        raise CliError(f"no such image file: {args.image}")
+    images = [Path(p) for p in args.images]
+    if len(images) == 1 and not images[0].is_file():
+        raise CliError(f"no such image file: {args.images[0]}")
     library = Library(args.folder, args.index_dir)
-    manifest = library.manifest()
-    if args.model or args.weights:
-        # Re-index first when the folder's index was built with another model.
-        embedder, _ = _choose_embedder(args, manifest)
-        if manifest is None or manifest["model"]["fingerprint"] != embedder.fingerprint:
-            summary = _run_update(library, embedder, args, quiet=args.json)
-            if summary is None or summary.cancelled:
-                raise CliError("re-indexing was stopped; no query made")
-            manifest = library.manifest()
-    elif manifest is None:
-        raise CliError(f"{library.folder} has no index yet: run `simviewer index {args.folder}` first")
-    else:
-        embedder = None
-
+    embedder = _query_embedder(library, args)
     try:
         index = library.load_index()
     except IndexMissing as exc:
@@ -416,213 +359,94 @@ def cmd_query(args: argparse.Namespace) -> int:
     def factory():
         nonlocal embedder
         if embedder is None:
-            m = index.manifest["model"]
-            embedder = _make_embedder(args, m["arch"], m["weights"], m.get("pooling", "avg"))
+            embedder = _spec_embedder(args, index.model)
         return embedder
 
     try:
-        results = library.query_image(image, args.k, index, factory)
+        if len(images) > 1:
+            return _query_many(library, index, images, factory, args)
+        results = library.query_image(images[0], args.k, index, factory)
     finally:
         index.close()
     if args.json:
-        print(json.dumps([{"path": str(p), "score": round(s, 6)} for p, s in results], indent=2))
+        print(json.dumps(_results_json(results), indent=2))
     else:
-        print(f"{len(results)} look-alikes of {image} in {library.folder}  [{index.manifest['model']['label']}]")
-        for rank, (p, s) in enumerate(results, 1):
-            print(f"{rank:3d}. {s * 100:6.2f}%  {p}")
+        _print_results(library, index, images[0], results)
     return 0
 
 
-def _up_to_date_index(library, args: argparse.Namespace):
-    """Bring the folder's index up to date (near-instant when nothing changed) and load it.
+def _query_embedder(library, args: argparse.Namespace):
+    """The embedder --model/--weights ask for, the folder re-indexed with it first if its index was
+    built with another model; None (the index's own model, built when needed) otherwise."""
+    from ..core.index import indexed_model
 
-    The model is the one the folder was indexed with, unless --model/--weights ask for another.
-    """
-    embedder, _ = _choose_embedder(args, library.manifest())
-    summary = _run_update(library, embedder, args, quiet=False)
-    if summary is None or summary.cancelled:
-        raise CliError("indexing was stopped; nothing was grouped")
-    return library.load_index(embedder.fingerprint)
-
-
-def _variant_vectors(library, index, args: argparse.Namespace, items) -> dict:
-    """Vectors of mirrored/rotated copies of *items* under a progress bar (Ctrl+C stops)."""
-    from tqdm import tqdm
-
-    from ..core.library import VariantProgress, VariantVectors
-
-    model = index.manifest["model"]
-    embedder = _make_embedder(args, model["arch"], model["weights"], model.get("pooling", "avg"))
-    if embedder.fingerprint != index.model_fingerprint:
-        raise CliError("the index's model cannot be rebuilt here; re-index the folder first")
-    stop = {"requested": False}
-    previous = signal.signal(signal.SIGINT, lambda *_: stop.update(requested=True))
-    bar = tqdm(unit="img", desc="mirrored/rotated copies", disable=not sys.stderr.isatty(), file=sys.stderr)
-    result = None
-    try:
-        for ev in library.variant_vectors(embedder, [(it.hash, it.path) for it in items],
-                                          batch_size=args.batch_size, workers=args.workers,
-                                          should_stop=lambda: stop["requested"]):
-            if isinstance(ev, VariantProgress):
-                bar.total = ev.total
-                bar.update(ev.done - bar.n)
-            elif isinstance(ev, VariantVectors):
-                result = ev
-    finally:
-        bar.close()
-        signal.signal(signal.SIGINT, previous)
-    if stop["requested"]:
-        raise CliError("stopped; the copies embedded so far are kept for the next run")
-    for path, reason in result.skipped:
-        log.info("no mirrored/rotated copies of %s: %s", path, reason)
-    return result.vectors
+    indexed = indexed_model(library.index_dir)
+    if not (args.model or args.weights):
+        if indexed is None:
+            raise CliError(f"{library.folder} has no index yet: run `simviewer index {args.folder}` first")
+        return None
+    embedder, _ = _choose_embedder(args, indexed)
+    if indexed is None or indexed.fingerprint != embedder.fingerprint:
+        summary = _run_update(library, embedder, args, quiet=args.json)
+        if summary is None or summary.cancelled:
+            raise CliError("re-indexing was stopped; no query made")
+    return embedder
 
 
-def _print_result(verb: str, result) -> None:
-    from ..core.units import human_size
-
-    print(f"{verb} {len(result.moved)} files ({human_size(result.bytes_moved)})")
-    for path, reason in result.skipped:
-        print(f"  left alone: {path}: {reason}")
+def _results_json(results) -> list[dict]:
+    return [{"path": str(p), "score": round(s, 6)} for p, s in results]
 
 
-def cmd_dedup(args: argparse.Namespace) -> int:
-    from ..core import dedup
-    from ..core.library import Library
-    from ..core.units import human_size
-
-    library = Library(args.folder, args.index_dir)
-    if args.undo:
-        journal = dedup.latest_journal(library.journal_dir) if args.undo == "latest" else Path(args.undo)
-        if journal is None or not journal.is_file():
-            raise CliError(f"no clean-up journal to undo in {library.journal_dir}")
-        result = None
-        for ev in dedup.undo(journal):
-            result = ev
-        _print_result("put back", result)
-        _up_to_date_index(library, args)  # the restored files reuse their kept vectors
-        return 0 if not result.skipped else 1
-
-    for name, value in (("--threshold", args.threshold), ("--min", args.min_score), ("--max", args.max_score)):
-        if value is not None and not -1.0 <= value <= 1.0:
-            raise CliError(f"{name} must be a cosine between -1 and 1, not {value}")
-    index = _up_to_date_index(library, args)
-    calibration = library.calibration(index.model_fingerprint)
-    threshold = dedup.starting_threshold(calibration, args.threshold)
-    unreliable = args.threshold is None and not calibration.reliable
-    reference = tuple(Path(r).expanduser().resolve() for r in args.reference)
-    with library.open_catalog() as cat:
-        items = dedup.load_items(cat, index, library.folder)
-        ignored = frozenset(cat.ignored_pairs())
-    opts = dedup.GroupingOptions(threshold, args.min_score, args.max_score,
-                                 tuple(args.keep or dedup.DEFAULT_RULES), reference, ignored)
-    dedup.rule_key(opts.rules)  # reject an unknown rule before the slow part
-    floor = min(threshold, args.min_score if args.min_score is not None else threshold)
-    variants = _variant_vectors(library, index, args, items) if args.invariant else None
-    groups = dedup.group(dedup.Neighbours.compute(index, items, floor=floor, variants=variants), opts)
-    # Above the sure level a member is as alike as a typical edited copy; below it (but above the
-    # threshold) it may be another photo of the same subject: listed to check, moved only on request.
-    sure_level = calibration.sure_level if calibration is not None else None
-    if args.json:
-        dedup.write_json(groups, threshold, args.json, sure_level)
-    if args.csv:
-        dedup.write_csv(groups, args.csv, sure_level)
-    reclaim = sum(g.reclaimable for g in groups)
-    untrained = " (untrained model)" if index.manifest["model"].get("untrained") else ""
-    how = "given" if args.threshold is not None else "calibrated on this library"
-    sure = sum(len(g.sure(sure_level)) for g in groups)
-    check = sum(len(g.to_check(sure_level)) for g in groups)
-    level = f"cosine >= {sure_level:.4f} or exact copies" if sure_level is not None else \
-        "exact copies only: no calibration"
-    print(f"{len(groups)} groups of near-duplicates at cosine >= {threshold:.4f} ({how}){untrained}: "
-          f"{sum(len(g.members) - 1 for g in groups)} duplicates, {human_size(reclaim)} to reclaim; "
-          f"{sure} sure duplicates ({level}), {check} similar to check")
-    if unreliable:
-        print(f"warning: {calibration.summary()}", file=sys.stderr)
-    for g in groups[:50] if (args.trash or args.move_to) else groups:
-        kind = " (exact copies)" if g.exact else ""
-        print(f"keep {g.keeper.path}{kind}")
-        for m in g.members[1:]:
-            how = f"  ({m.via})" if m.via else ""
-            mark = "" if dedup.is_sure(m, sure_level) else "  (similar, check)"
-            print(f"  {m.score * 100:6.2f}%  {m.item.path}{how}{mark}")
-    if not (args.trash or args.move_to):
-        return 0
-
-    if unreliable:
-        raise CliError("nothing was moved: this model cannot tell duplicates apart reliably on this library; "
-                       "index with the pretrained model (--model efficientnet_lite0), or give --threshold to "
-                       "decide yourself")
-    plan = dedup.plan_removals(groups, reference=reference, sure_level=sure_level,
-                               include_similar=args.include_similar)
-    where = "the system trash" if args.trash else args.move_to
-    if check and not args.include_similar:
-        print(f"{check} similar photos to check are left where they are (--include-similar moves them too)")
-    if args.dry_run:
-        print(f"dry run: would move {len(plan)} files ({human_size(sum(p.item.size for p in plan))}) to {where}")
-        return 0
-    result = None
-    for ev in dedup.execute(plan, "trash" if args.trash else "move", library.journal_dir, library.folder,
-                            Path(args.move_to) if args.move_to else None):
-        result = ev
-    _print_result(f"moved to {where}:", result)
-    print(f"undo with: simviewer dedup {args.folder} --undo {result.journal}")
-    _up_to_date_index(library, args)  # the index and catalog follow the moves
-    return 0
+def _print_results(library, index, image: Path, results) -> None:
+    print(f"{len(results)} look-alikes of {image} in {library.folder}  [{index.model.label}]")
+    for rank, (p, s) in enumerate(results, 1):
+        print(f"{rank:3d}. {s * 100:6.2f}%  {p}")
 
 
-def cmd_eval(args: argparse.Namespace) -> int:
-    import numpy as np
+def _query_many(library, index, images: list[Path], factory, args: argparse.Namespace) -> int:
+    """Look up each image in turn (one process, one index load, one network); with --json one
+    JSON object a line, written as soon as it is known. An image that fails is reported, in its
+    line (--json) or on stderr, and the others go on; the exit status is then 1."""
+    from ..core.embedder import EmbedderError
+    from ..core.images import ImageError
+    from ..core.library import LibraryError
 
-    from ..core import dedup, evaluate
-    from ..core.library import Library
+    failed = 0
+    for image in images:
+        try:
+            if not image.is_file():
+                raise CliError(f"no such image file: {image}")
+            results = library.query_image(image, args.k, index, factory)
+        except (CliError, ImageError, LibraryError, EmbedderError, OSError) as exc:
+            failed += 1
+            if args.json:
+                print(json.dumps({"image": str(image), "error": str(exc)}), flush=True)
+            else:
+                print(f"simviewer: error: {image}: {exc}", file=sys.stderr, flush=True)
+            continue
+        if args.json:
+            print(json.dumps({"image": str(image), "results": _results_json(results)}), flush=True)
+        else:
+            _print_results(library, index, image, results)
+    return 1 if failed else 0
 
-    labels = evaluate.read_labels(args.labels)
-    library = Library(args.folder, args.index_dir)
-    index = _up_to_date_index(library, args)
-    threshold = dedup.starting_threshold(library.calibration(index.model_fingerprint), args.threshold)
-    with library.open_catalog() as cat:
-        items = [it for it in dedup.load_items(cat, index, library.folder) if it.key in labels]
-    missing = sorted(set(labels) - {it.key for it in items})
-    if len(items) < 2:
-        raise CliError(f"fewer than two labelled photos are indexed in {library.folder}")
-    vectors = np.stack([index.vector(it.key) for it in items]).astype(np.float64)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    groups = np.array([labels[it.key] for it in items])
-    model = index.manifest["model"]
-    name = model.get("label", model["arch"])
-    sim = vectors @ vectors.T
-    if args.invariant:
-        name += " · invariant"
-        for by_hash in _variant_vectors(library, index, args, items).values():
-            # A photo without a variant (unreadable now) keeps its own vector: no extra match.
-            v = np.stack([by_hash.get(it.hash, vectors[n]) for n, it in enumerate(items)]).astype(np.float64)
-            cross = v @ vectors.T
-            sim = np.maximum(sim, np.maximum(cross, cross.T))
-        np.fill_diagonal(sim, 1.0)
-    reports = [
-        evaluate.evaluate_method(name, items, sim, groups, threshold),
-        evaluate.evaluate_method("pHash", items, evaluate.phash_similarity([it.path for it in items]), groups,
-                                 threshold),
-    ]
-    n_pairs = sum(int(c * (c - 1) / 2) for c in np.unique(groups, return_counts=True)[1])
-    if args.json:
-        print(json.dumps({"folder": str(library.folder), "photos": len(items), "groups": len(set(groups)),
-                          "duplicate_pairs": n_pairs, "missing": missing,
-                          "methods": [r.to_dict() for r in reports]}, indent=2))
-        return 0
-    print(f"{library.folder}: {len(items)} labelled photos in {len(set(groups))} groups, {n_pairs} duplicate pairs")
-    if missing:
-        print(f"  {len(missing)} labelled photos are not in the index (skipped or absent), e.g. {missing[0]}")
-    width = max(48, *(len(r.name) for r in reports))
-    print(f"  {'method':{width}s} {'dedup at ' + format(threshold, '.4f'):>22s}   {'best threshold':>30s}   "
-          f"{'R@1':>5s} {'R@5':>5s} {'mAP':>5s}")
-    for r in reports:
-        a, b = r.at_threshold, r.best
-        print(f"  {r.name:{width}s} P {a.precision:.2f} R {a.recall:.2f} F1 {a.f1:.2f}   "
-              f"{b.threshold:.4f}: P {b.precision:.2f} R {b.recall:.2f} F1 {b.f1:.2f}   "
-              f"{r.retrieval.recall_at_1:.2f}  {r.retrieval.recall_at_5:.2f}  {r.retrieval.mean_ap:.2f}")
-    return 0
+
+def eval_library(library, args: argparse.Namespace):
+    """The library ``eval`` measures: the folder's own, unless --model/--weights name another model
+    than the one its index was built with; that one is measured in a separate index (said on
+    stderr), so an evaluation never switches the folder's index to another model."""
+    from ..core.index import indexed_model
+
+    indexed = indexed_model(library.index_dir)
+    if not (args.model or args.weights) or indexed is None:
+        return library
+    embedder, _ = _choose_embedder(args, indexed)
+    if embedder.fingerprint == indexed.fingerprint:
+        return library
+    separate = library.for_evaluation(embedder.fingerprint)
+    print(f"simviewer: {library.folder} is indexed with {indexed.label}; {embedder.label} is measured in a "
+          f"separate index ({separate.index_dir}), the folder's own is left as it is", file=sys.stderr)
+    return separate
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
@@ -654,108 +478,6 @@ def cmd_explain(args: argparse.Namespace) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(out)
     print(f"wrote {out} ({sheet.width}x{sheet.height}); cosine {result.score:.4f}{untrained}")
-    return 0
-
-
-def _duration(seconds: float) -> str:
-    seconds = max(0, round(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-
-
-def _metrics_text(metrics: dict) -> str:
-    return "  ".join(f"{k} {metrics[k]:.4f}" for k in TRAIN_METRICS if k in metrics)
-
-
-def cmd_train(args: argparse.Namespace) -> int:
-    from ..core import training as tr
-
-    config = tr.TrainConfig(
-        dataset=args.dataset, mode=args.mode, arch=args.model, weights=args.weights, image_size=args.image_size,
-        batch_size=args.batch_size, lr=args.lr, epochs=args.epochs, freeze=args.freeze, threads=args.threads,
-        val_fraction=args.val_fraction, patience=args.patience, lr_patience=args.lr_patience,
-        min_steps=args.min_steps, seed=args.seed,
-        out=args.out, device=args.device, precision=args.precision, metric=args.metric)
-    stop = {"requested": False}
-
-    def on_sigint(signum, frame):
-        if stop["requested"]:
-            raise KeyboardInterrupt
-        stop["requested"] = True
-        print("\nsimviewer: stopping after this step; the best checkpoint is kept (Ctrl+C again to abort)",
-              file=sys.stderr, flush=True)
-
-    tty = sys.stderr.isatty()
-    err = sys.stderr
-
-    def line(text: str, transient: bool = False) -> None:
-        if tty:
-            err.write("\r\x1b[K" + text + ("" if transient else "\n"))
-        else:
-            err.write(text + "\n")
-        err.flush()
-
-    previous = signal.signal(signal.SIGINT, on_sigint)
-    ready = done = None
-    try:
-        for ev in tr.train(config, should_stop=lambda: stop["requested"]):
-            if isinstance(ev, tr.Preparing):
-                if tty or ev.done in (0, ev.total):
-                    line(f"decoding {ev.done}/{ev.total} images", transient=ev.done < ev.total)
-            elif isinstance(ev, tr.Info):
-                line(f"note: {ev.message}")
-            elif isinstance(ev, tr.DatasetReady):
-                ready = ev
-                what = (f"{len(ev.classes)} classes, " if ev.mode == "supervised" else "")
-                line(f"{ev.folder}: {ev.mode}, {what}{ev.n_train} photos to train on, {ev.n_val} held out "
-                     f"({ev.val_items} validation images); {ev.arch} from {ev.base_weights}, {ev.image_size} px, "
-                     f"batch {ev.batch_size}, {ev.steps_per_epoch} steps per epoch, {ev.device} "
-                     f"({ev.precision}, {ev.threads} threads)")
-                for path, reason in ev.skipped:
-                    line(f"  skipped {path}: {reason}")
-            elif isinstance(ev, tr.BeforeTraining):
-                line(f"before training: {_metrics_text(ev.metrics)}  ({ev.seconds:.1f} s)")
-            elif isinstance(ev, tr.StepEvent):
-                line(f"epoch {ev.epoch}/{ev.last_epoch}  step {ev.step}/{ev.steps_per_epoch}  loss {ev.loss:.4f}  "
-                     f"lr {ev.lr:.2g}  {ev.images_per_second:.1f} images/s  ETA {_duration(ev.eta)}", transient=True)
-            elif isinstance(ev, tr.EpochEnd):
-                mark = "  * best" if ev.improved else ""
-                line(f"epoch {ev.epoch}/{ev.last_epoch}: loss {ev.train_loss:.4f}  {_metrics_text(ev.metrics)}  "
-                     f"lr {ev.lr:.2g}  ({ev.seconds:.1f} s + validation {ev.val_seconds:.1f} s){mark}")
-            elif isinstance(ev, tr.CheckpointSaved):
-                line(f"  saved {ev.path}")
-            elif isinstance(ev, tr.TrainingDone):
-                done = ev
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    if done is None:
-        raise CliError("training ended without a result")
-    if args.json:
-        summary = {"dataset": ready.folder if ready else str(args.dataset), **done.to_dict()}
-        if ready is not None:
-            summary.update({"mode": ready.mode, "arch": ready.arch, "base_weights": ready.base_weights,
-                            "image_size": ready.image_size, "batch_size": ready.batch_size,
-                            "train_images": ready.n_train, "val_images": ready.n_val,
-                            "classes": list(ready.classes), "device": ready.device, "precision": ready.precision,
-                            "threads": ready.threads, "resumed_epoch": ready.resumed_epoch,
-                            "model_reason": ready.start_reason,
-                            "skipped": [{"path": p, "reason": r} for p, r in ready.skipped]})
-        print(json.dumps(summary, indent=2))
-        return 0
-    print(done.summary())
-    if done.before:
-        rows = [("before", done.before)] + ([(f"best (epoch {done.best_epoch})", done.best)] if done.best else [])
-        print(f"  {'':18s}" + "".join(f"{k:>10s}" for k in TRAIN_METRICS))
-        for name, m in rows:
-            print(f"  {name:18s}" + "".join(f"{m[k]:10.4f}" for k in TRAIN_METRICS))
-    if done.seconds_per_epoch:
-        mean = sum(done.seconds_per_epoch) / len(done.seconds_per_epoch)
-        print(f"  {mean:.1f} s per epoch (training), {_duration(done.seconds)} in all")
-    if done.best_path and ready is not None:
-        print(f"use it: simviewer index FOLDER --model {ready.arch} --weights {done.best_path}")
     return 0
 
 

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from ..conftest import EDITS, make_photo, write_jpeg
+from ..conftest import EDITS, jpeg_bytes, make_photo, write_jpeg
 
 
 def simviewer(*args, env=None, check=True, **kw) -> subprocess.CompletedProcess:
@@ -317,3 +317,131 @@ def test_eval_reports_dedup_retrieval_and_phash(tmp_path):
     assert ph["method"] == "pHash" and "untrained" in cnn["method"]
     assert cnn["retrieval"]["recall@1"] == 1.0 and cnn["best"]["f1"] == 1.0
     assert cnn["best"]["f1"] >= cnn["dedup"]["f1"] and ph["best"]["f1"] >= ph["dedup"]["f1"]
+
+
+# -- in-process runs (no interpreter start-up) ----------------------------------------------------
+def run_main(capsys, *args) -> tuple[int, str, str]:
+    from simviewer import cli
+
+    rc = cli.main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_index_without_model_reuses_the_folders_untrained_model_in_process(library, tmp_path, capsys, monkeypatch):
+    from simviewer.core import embedder
+
+    idx = tmp_path / "idx"
+    assert run_main(capsys, "index", library, "--model", "resnet18", "--weights", "none", "--index-dir", idx)[0] == 0
+
+    def no_default(*a, **k):
+        raise AssertionError("the default model (ResNet-50 ImageNet) was asked for")
+
+    monkeypatch.setattr(embedder, "default_embedder", no_default)
+    monkeypatch.setattr(embedder, "default_model", no_default)
+    rc, out, _ = run_main(capsys, "index", library, "--index-dir", idx, "--json")
+    summary = json.loads(out)
+    assert rc == 0 and summary["model"] == "ResNet-18 · untrained (random init)"
+    assert summary["model_reason"] == "the model this folder was indexed with" and summary["embedded"] == 0
+
+
+def test_query_several_images_in_one_run_prints_one_json_line_each(library, tmp_path, capsys):
+    idx = tmp_path / "idx"
+    run_main(capsys, "index", library, "--model", "resnet18", "--weights", "none", "--index-dir", idx)
+    outside = write_jpeg(tmp_path / "q.jpg", EDITS["recompressed"](make_photo(64)))
+    images = [library / "sub" / "p3_small.jpg", outside, tmp_path / "missing.jpg", library / "broken.jpg"]
+    rc, out, _ = run_main(capsys, "query", *images, "--folder", library, "--index-dir", idx, "-k", "2", "--json")
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert rc == 1  # two of the four could not be looked up; the others were
+    assert [d["image"] for d in lines] == [str(p) for p in images]
+    assert lines[0]["results"][0]["path"] == str(library / "p3.jpg") and len(lines[0]["results"]) == 2
+    assert lines[1]["results"][0]["path"] == str(library / "p4.jpg")
+    assert "no such image" in lines[2]["error"] and "results" not in lines[2]
+    assert lines[3]["error"] and "results" not in lines[3]
+    # One image: today's output, a JSON array.
+    rc, out, _ = run_main(capsys, "query", outside, "--folder", library, "--index-dir", idx, "-k", "2", "--json")
+    assert rc == 0 and json.loads(out) == lines[1]["results"]
+    rc, out, _ = run_main(capsys, "query", images[0], outside, "--folder", library, "--index-dir", idx, "-k", "1")
+    assert rc == 0 and out.count("1 look-alikes of") == 2 and str(library / "p4.jpg") in out.splitlines()[-1]
+
+
+def test_a_name_that_is_not_utf8_is_indexed_queried_and_printed(library, tmp_path, capsys):
+    try:
+        with open(os.path.join(os.fsencode(library), b"caf\xe9.jpg"), "wb") as fh:
+            fh.write(jpeg_bytes(EDITS["resized"](make_photo(62))))
+    except OSError as exc:
+        pytest.skip(f"this file system refuses the name: {exc}")
+    idx = tmp_path / "idx"
+    rc, out, _ = run_main(capsys, "index", library, "--model", "resnet18", "--weights", "none", "--index-dir", idx)
+    assert rc == 0 and "9 images: 8 embedded" in out and "the index holds 8" in out
+    odd = library / "caf\udce9.jpg"
+    rc, out, _ = run_main(capsys, "query", library / "p2.jpg", "--folder", library, "--index-dir", idx, "-k", "1",
+                          "--json")
+    assert rc == 0 and json.loads(out)[0]["path"] == str(odd)  # json.loads gives back the name that opens it
+    assert os.path.isfile(json.loads(out)[0]["path"])
+    rc, out, _ = run_main(capsys, "query", odd, "--folder", library, "--index-dir", idx, "-k", "1")
+    assert rc == 0 and "caf\\udce9.jpg" in out.splitlines()[0] and str(library / "p2.jpg") in out
+
+
+def _without_write_access():
+    """For a child run as root: drop the capabilities that let root write anywhere, so that a
+    chmod a-w folder is read-only to it as to any user."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    for cap in (1, 2):  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH
+        libc.prctl(24, cap, 0, 0, 0)  # PR_CAPBSET_DROP
+
+
+def test_query_reads_an_index_the_user_may_not_write(library, tmp_path, capsys):
+    idx = tmp_path / "idx"
+    run_main(capsys, "index", library, "--model", "resnet18", "--weights", "none", "--index-dir", idx)
+    before = {p: p.stat().st_mtime_ns for p in idx.rglob("*")}
+    for p in [idx, *idx.rglob("*")]:
+        p.chmod(p.stat().st_mode & ~0o222)
+    try:
+        preexec = _without_write_access if os.geteuid() == 0 else None
+        probe = subprocess.run([sys.executable, "-c", f"open({str(idx / 'probe')!r}, 'w')"], capture_output=True,
+                               preexec_fn=preexec)
+        if probe.returncode == 0:
+            pytest.skip("chmod a-w does not stop this user from writing (root with every capability)")
+        proc = simviewer("query", library / "sub" / "p3_small.jpg", "--folder", library, "--index-dir", idx,
+                         "-k", "3", "--json", preexec_fn=preexec, check=False)
+    finally:
+        for p in [idx, *idx.rglob("*")]:
+            p.chmod(p.stat().st_mode | 0o200)
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads(proc.stdout)
+    assert len(results) == 3 and results[0]["path"] == str(library / "p3.jpg")
+    assert {p: p.stat().st_mtime_ns for p in idx.rglob("*")} == before  # nothing was written
+
+
+def test_eval_with_another_model_leaves_the_folders_index_alone(library, tmp_path, capsys):
+    idx = tmp_path / "idx"
+    run_main(capsys, "index", library, "--model", "resnet18", "--weights", "none", "--index-dir", idx)
+    manifest = (idx / "manifest.json").read_text()
+    (tmp_path / "labels.csv").write_text("path,group\np3.jpg,a\nsub/p3_small.jpg,a\np1.jpg,b\np2.jpg,c\n")
+    rc, out, err = run_main(capsys, "eval", library, "--labels", tmp_path / "labels.csv", "--index-dir", idx,
+                            "--model", "resnet34", "--weights", "none", "--no-invariant", "--json")
+    assert rc == 0 and "ResNet-34" in json.loads(out)["methods"][0]["method"]
+    assert (idx / "manifest.json").read_text() == manifest  # still the ResNet-18 index
+    assert "separate index" in err
+    separate = [json.loads(p.read_text()) for p in (idx / "eval").glob("*/manifest.json")]
+    assert [m["model"]["arch"] for m in separate] == ["resnet34"]
+
+
+def test_a_full_disk_while_indexing_is_one_line(library, tmp_path, capsys, monkeypatch):
+    from simviewer.core.library import Library
+
+    real_open = Library.open_catalog
+
+    def full_catalog(self, *args, **kw):
+        cat = real_open(self, *args, **kw)
+        cat.db.execute(f"PRAGMA max_page_count={cat.db.execute('PRAGMA page_count').fetchone()[0]}")
+        return cat
+
+    monkeypatch.setattr(Library, "open_catalog", full_catalog)
+    rc, out, err = run_main(capsys, "index", library, "--model", "resnet18", "--weights", "none",
+                            "--index-dir", tmp_path / "idx")
+    assert rc == 1 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert err.startswith("simviewer: error: the disk holding the catalog") and "previous index" in err
