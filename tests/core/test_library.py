@@ -359,8 +359,8 @@ def test_a_full_disk_stops_the_update_in_one_line_and_keeps_the_index(photo_fold
         write_jpeg(photo_folder / "more" / f"extra{i}.jpg", make_photo(400 + i))
     real_open = Library.open_catalog
 
-    def full_catalog(self, readonly=False):
-        cat = real_open(self, readonly)
+    def full_catalog(self, *args, **kw):
+        cat = real_open(self, *args, **kw)
         pages = cat.db.execute("PRAGMA page_count").fetchone()[0]
         cat.db.execute(f"PRAGMA max_page_count={pages}")  # SQLite's own SQLITE_FULL, as on a full disk
         return cat
