@@ -5,6 +5,7 @@ naive: the usual single-image Grad-CAM run twice, once per photo (map on B with 
        the forward pass that gives the target embedding.
 ours:  Explainer.explain: A and B in one batch; the target cos(f_A, sg(f_B)) + cos(sg(f_A), f_B)
        gives both maps in one backward pass.
+batch: the window's heat maps (simviewer.gui.explain.explain_batch): --batch pairs in one pass.
 
     python benchmarks/bench_explain.py ../shared/data/ukbench_subset56 --model resnet50 --pairs 10
 """
@@ -29,6 +30,7 @@ def main(argv=None) -> int:
     ap.add_argument("folder", type=Path, help="photos to pair up (consecutive files form a pair)")
     ap.add_argument("--model", default="resnet50")
     ap.add_argument("--pairs", type=int, default=10)
+    ap.add_argument("--batch", type=int, default=4, help="pairs per pass, as the window explains them")
     args = ap.parse_args(argv)
     embedder = Embedder(args.model, "none", precision="fp32")
     explainer = Explainer(embedder)
@@ -52,10 +54,18 @@ def main(argv=None) -> int:
         explainer.explain(a, b)
     ours = (time.perf_counter() - t) / len(pairs)
 
+    from simviewer.gui.explain import explain_batch
+
+    t = time.perf_counter()
+    for i in range(0, len(pairs), args.batch):
+        explain_batch(explainer, pairs[i : i + args.batch])
+    batched = (time.perf_counter() - t) / len(pairs)
+
     print(f"{args.model}, {len(pairs)} pairs from {args.folder}, {torch.get_num_threads()} threads, fp32")
     print(f"  naive (two single-image passes + target embedding): {naive:.3f} s per pair")
     print(f"  simviewer Explainer (one batched pass):            {ours:.3f} s per pair")
     print(f"  ratio: {naive / ours:.2f}x")
+    print(f"  window, {args.batch} pairs per pass:                 {batched:.3f} s per pair")
     return 0
 
 

@@ -7,9 +7,7 @@ and what a tab needs from the window arrives as a signal.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 from pathlib import Path
 
 from PySide6.QtCore import QByteArray, QSettings, QTimer
@@ -17,15 +15,14 @@ from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QApplication, QFileDialog, QFrame, QMainWindow, QMessageBox, QScrollArea, QTabWidget
 
 from ..core.embedder import Embedder, EmbedderError, WeightsUnavailable, checkpoint_arch
-from ..core.images import is_image_name
 from ..core.registry import BUNDLED_ARCH
 from .dialogs import IMPORT_FILE, USE_BUNDLED, offline_box
 from .explain import ExplainService, ModelInfoDialog
 from .session import LibrarySession
 from .tabs.duplicates_tab import DuplicatesTab
 from .tabs.library_tab import EMPTY_TEXT, LibraryTab
+from .tabs.training_tab import TrainingTab
 from .thumbnails import ThumbnailService
-from .training_tab import TrainingTab
 from .widgets.indexing_status import IndexingStatus
 from .widgets.model_picker import ModelPicker
 
@@ -55,11 +52,10 @@ class MainWindow(QMainWindow):
         self.explain = ExplainService(self)
         self.last_error: tuple[str, str] | None = None
         self.asked: QMessageBox | None = None
-        self._pasted_files: list[str] = []
         self.picker = ModelPicker(self.session)
         self.library_tab = LibraryTab(self.session, self.thumbnails, self, self.explain)
         self.duplicates = DuplicatesTab(self.session, self.thumbnails, self, self.explain)
-        self.training = TrainingTab(self)
+        self.training = TrainingTab(self.session, self)
         self._build_ui()
         self._wire()
         self._restore_layout()
@@ -102,8 +98,11 @@ class MainWindow(QMainWindow):
         s.failed.connect(self._index_failed)
         self.picker.use_requested.connect(self._switch_model)
         self.library_tab.message.connect(self.say)
+        self.library_tab.open_requested.connect(self.open_folder)
         self.duplicates.finetune_requested.connect(lambda: self.tabs.setCurrentWidget(self.training))
         self.duplicates.show_in_library.connect(self.show_in_library)
+        self.training.model_trained.connect(lambda _path: self.picker.refresh())
+        self.training.use_model_requested.connect(self.use_model)
         self.explain.failed.connect(lambda q, m, why: self.say(f"No heat map for {Path(m).name}: {why}"))
 
     # -- window layout, kept between runs ------------------------------------------------------
@@ -210,7 +209,7 @@ class MainWindow(QMainWindow):
         self.explain.request_stages()
         self.model_dialog.show()
 
-    # -- drag and drop, paste ------------------------------------------------------------------
+    # -- drag and drop, paste: the Library tab searches what arrives ---------------------------
     def dragEnterEvent(self, event) -> None:  # noqa: N802 (Qt API)
         if event.mimeData().hasUrls() or event.mimeData().hasImage():
             event.acceptProposedAction()
@@ -220,33 +219,12 @@ class MainWindow(QMainWindow):
         event.acceptProposedAction()
 
     def handle_dropped(self, paths: list[str]) -> None:
-        folders = [p for p in paths if os.path.isdir(p)]
-        if folders:
-            self.open_folder(folders[0])
-            return
-        images = [p for p in paths if os.path.isfile(p) and is_image_name(p)]
-        if not images:
-            names = ", ".join(Path(p).name for p in paths) or "nothing usable"
-            self.error("Not an image", f"{names} is not a photo simviewer can read.\n\n"
-                       "Drop JPEG, PNG, WebP, HEIC, TIFF, BMP or GIF files, or a folder to open it.")
-            return
         self.tabs.setCurrentWidget(self.library_tab)
-        self.library_tab.query_external(images)
+        self.library_tab.handle_dropped(paths)
 
     def paste_image(self) -> None:
-        clip = QApplication.clipboard()
-        if clip.mimeData().hasUrls():
-            self.handle_dropped([u.toLocalFile() for u in clip.mimeData().urls() if u.isLocalFile()])
-            return
-        image = clip.image()
-        if image.isNull():
-            self.error("Nothing to paste", "The clipboard holds no image. Copy a picture, then press Ctrl+V.")
-            return
-        fd, tmp = tempfile.mkstemp(prefix="simviewer-paste-", suffix=".png")
-        os.close(fd)
-        image.save(tmp, "PNG")
-        self._pasted_files.append(tmp)  # removed when the window closes
-        self.library_tab.query_external([tmp])
+        self.tabs.setCurrentWidget(self.library_tab)
+        self.library_tab.paste(QApplication.clipboard())
 
     # -- Feedback: messages and questions ------------------------------------------------------
     def say(self, text: str) -> None:
@@ -278,32 +256,9 @@ class MainWindow(QMainWindow):
         self._save_layout()
         self.explain.shutdown()
         self.session.close()  # stops and waits for every worker
-        for tmp in self._pasted_files:
-            with contextlib.suppress(OSError):
-                os.remove(tmp)
+        self.library_tab.remove_pasted()
         self.thumbnails.shutdown()
         super().closeEvent(event)
-
-    # -- what the duplicates and training tabs still reach for, until they take the session ----
-    library = property(lambda self: self.session.library)
-    index = property(lambda self: self.session.index)
-    index_worker = property(lambda self: self.session.worker)
-    indexing = property(lambda self: self.session.indexing)
-    loading = property(lambda self: self.session.loading)
-    cache = property(lambda self: self.thumbnails.cache)
-    loader = property(lambda self: self.thumbnails.loader)
-
-    def start_indexing(self) -> None:
-        self.session.start_indexing()
-
-    def reindex_with_default_model(self) -> None:
-        self.session.reindex_with_default_model()
-
-    def show_error(self, title: str, text: str) -> None:
-        self.error(title, text)
-
-    def refresh_models(self) -> None:
-        self.picker.refresh()
 
 
 def schedule_open(window: MainWindow, folder: str | None) -> None:

@@ -125,6 +125,7 @@ class LibrarySession(QObject):
         self.skipped: list[tuple[str, str]] = []
         self.closing = False
         self._indexing = False
+        self._first_run = False  # the current run indexes a library that had no index
         self._restart: tuple[Embedder | None, bool, str] | None = None
         self._load_worker: GeneratorThread | None = None
         self._rows_worker: GeneratorThread | None = None

@@ -98,7 +98,7 @@ def test_cancel_keeps_the_last_index_usable(qtbot, window, folder):
 
 def test_closing_during_indexing_exits_cleanly(qtbot, window, folder):
     window.open_folder(folder)
-    qtbot.waitUntil(lambda: window.index_worker is not None and window.index_worker.isRunning(), timeout=5000)
+    qtbot.waitUntil(lambda: window.session.worker is not None and window.session.worker.isRunning(), timeout=5000)
     window.close()
     assert workers.running_workers() == []
 
@@ -344,7 +344,7 @@ def test_switching_model_reindexes(qtbot, window, folder):
     wait_indexed(qtbot, window)
     window.picker.arch_box.setCurrentText("resnet34")
     window.picker.request_use()
-    assert window.indexing
+    assert window.session.indexing
     wait_indexed(qtbot, window)
     assert window.session.index.manifest["model"]["arch"] == "resnet34"
     assert "ResNet-34" in window.picker.label.text()
@@ -357,7 +357,7 @@ def test_opening_another_folder_mid_run_switches_cleanly(qtbot, window, folder, 
     for i in range(3):
         write_jpeg(other / f"o{i}.jpg", make_photo(700 + i))
     window.open_folder(folder)
-    qtbot.waitUntil(lambda: window.indexing, timeout=5000)
+    qtbot.waitUntil(lambda: window.session.indexing, timeout=5000)
     window.open_folder(other)  # the first run is stopped, then the second starts
     wait_indexed(qtbot, window)
     assert window.session.library.folder == other

@@ -7,6 +7,9 @@ own. During a folder's first indexing the grid fills with the photos embedded so
 
 from __future__ import annotations
 
+import contextlib
+import os
+import tempfile
 from pathlib import Path
 
 from PySide6.QtCore import QSize, Qt, QUrl, Signal
@@ -26,6 +29,7 @@ from PySide6.QtWidgets import (
 )
 
 from ...core.embedder import Embedder
+from ...core.images import is_image_name
 from ...core.index import AnnIndex
 from ..explain import ExplainService
 from ..models import FileRow, LibraryGridModel, PathRole
@@ -42,6 +46,7 @@ class LibraryTab(QStackedWidget):
     """An invitation to open a folder, then the grid and the look-alikes side by side."""
 
     message = Signal(str)  # a note for the status bar
+    open_requested = Signal(str)  # a folder was dropped: open it
 
     def __init__(self, session: LibrarySession, thumbnails: ThumbnailService, feedback: Feedback,
                  explain: ExplainService, parent=None) -> None:
@@ -52,6 +57,7 @@ class LibraryTab(QStackedWidget):
         self.compare_dialog: CompareDialog | None = None
         self._pending_query: str | None = None
         self._query_embedders: dict[str, Embedder] = {}
+        self._pasted_files: list[str] = []
         self.last_query: tuple[str, str] | None = None  # ("key" | "external", path)
         self.grid_model = LibraryGridModel(thumbnails, self)
         self.panel = ResultsPanel(thumbnails, explain, session.settings, self)
@@ -192,6 +198,42 @@ class LibraryTab(QStackedWidget):
         if self._pending_query is not None:
             path, self._pending_query = self._pending_query, None
             self.query_external([path])
+
+    # -- dropped and pasted photos -------------------------------------------------------------
+    def handle_dropped(self, paths: list[str]) -> None:
+        """A dropped folder is opened; dropped photos are searched (the first one)."""
+        folders = [p for p in paths if os.path.isdir(p)]
+        if folders:
+            self.open_requested.emit(folders[0])
+            return
+        images = [p for p in paths if os.path.isfile(p) and is_image_name(p)]
+        if not images:
+            names = ", ".join(Path(p).name for p in paths) or "nothing usable"
+            self.feedback.error("Not an image", f"{names} is not a photo simviewer can read.\n\n"
+                                "Drop JPEG, PNG, WebP, HEIC, TIFF, BMP or GIF files, or a folder to open it.")
+            return
+        self.query_external(images)
+
+    def paste(self, clipboard) -> None:
+        """Search with the clipboard's image (or the files it names)."""
+        if clipboard.mimeData().hasUrls():
+            self.handle_dropped([u.toLocalFile() for u in clipboard.mimeData().urls() if u.isLocalFile()])
+            return
+        image = clipboard.image()
+        if image.isNull():
+            self.feedback.error("Nothing to paste", "The clipboard holds no image. Copy a picture, then press Ctrl+V.")
+            return
+        fd, tmp = tempfile.mkstemp(prefix="simviewer-paste-", suffix=".png")
+        os.close(fd)
+        image.save(tmp, "PNG")
+        self._pasted_files.append(tmp)  # removed when the window closes
+        self.query_external([tmp])
+
+    def remove_pasted(self) -> None:
+        for tmp in self._pasted_files:
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
+        self._pasted_files.clear()
 
     # -- compare view and context menu ---------------------------------------------------------
     def open_compare(self, row: int, heat: bool | None = None) -> CompareDialog | None:

@@ -20,6 +20,7 @@ from PySide6.QtWidgets import (
     QListView,
     QSlider,
     QSpinBox,
+    QStyledItemDelegate,
     QVBoxLayout,
     QWidget,
 )
@@ -29,7 +30,16 @@ from ..models import FileRow, ResultListModel
 from ..thumbnails import ThumbnailService
 
 IDLE_TEXT = "Click a photo to see its look-alikes"
+MATCH_SIDE = 120  # matches are drawn this big: more of them fit, the heat maps still read
 AHEAD = 2  # matches below the visible ones whose maps are asked for too
+
+
+class _FixedDecoration(QStyledItemDelegate):
+    """Draws every decoration at the view's icon size (a QPixmap is otherwise drawn at its own)."""
+
+    def initStyleOption(self, option, index) -> None:  # noqa: N802 (Qt API)
+        super().initStyleOption(option, index)
+        option.decorationSize = QSize(MATCH_SIDE, MATCH_SIDE)
 
 
 class ResultsPanel(QWidget):
@@ -49,7 +59,8 @@ class ResultsPanel(QWidget):
         self.k_spin.valueChanged.connect(self._k_changed)
         self.view = QListView()
         self.view.setViewMode(QListView.ViewMode.ListMode)
-        self.view.setIconSize(QSize(96, 96))
+        self.view.setIconSize(QSize(MATCH_SIDE, MATCH_SIDE))
+        self.view.setItemDelegate(_FixedDecoration(self.view))
         self.view.setSpacing(2)
         self.view.setModel(self.model)
         self.view.doubleClicked.connect(lambda idx: self.compare_requested.emit(idx.row()))
@@ -74,6 +85,7 @@ class ResultsPanel(QWidget):
         self.query_thumb = QLabel()
         self.query_thumb.setFixedSize(96, 96)
         self.query_thumb.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.query_thumb.hide()  # shown with a query
         thumbnails.ready.connect(self._query_thumb_ready)
         explain.explained.connect(self._pair_explained)
         explain.failed.connect(lambda _q, m, _why: self._update_computing())
@@ -106,12 +118,14 @@ class ResultsPanel(QWidget):
         self.model.set_rows([])
         self.query_label.setText(IDLE_TEXT)
         self.query_thumb.clear()
+        self.query_thumb.hide()
 
     def set_query(self, path: str, external: bool) -> None:
         self.query_path = path
         where = " (not in the library)" if external else ""
         self.query_label.setText(f"Look-alikes of <b>{Path(path).name}</b>{where}")
         self.query_thumb.clear()
+        self.query_thumb.show()
         pm = self.thumbnails.pixmap(path)
         if pm is not None:
             self._set_query_thumb(pm)
@@ -196,8 +210,9 @@ class ResultsPanel(QWidget):
         self._update_computing()
 
     def _layers_ready(self, layers: list[str]) -> None:
+        """The layers of the model (until its network is built: the default one, to read)."""
         self.layer_box.clear()
-        self.layer_box.addItems(layers)
+        self.layer_box.addItems(layers or ([self.explain.layer] if self.explain.layer else []))
         self.layer_box.setCurrentText(self.explain.layer or "")
         self.layer_box.setEnabled(bool(layers))
 
