@@ -378,13 +378,17 @@ def cmd_query(args: argparse.Namespace) -> int:
 def _query_embedder(library, args: argparse.Namespace):
     """The embedder --model/--weights ask for, the folder re-indexed with it first if its index was
     built with another model; None (the index's own model, built when needed) otherwise."""
-    from ..core.index import indexed_model
+    from ..core.index import IndexMismatch, indexed_model, read_manifest
 
-    indexed = indexed_model(library.index_dir)
     if not (args.model or args.weights):
-        if indexed is None:
+        try:  # a damaged index is said as what it is, in one line
+            manifest = read_manifest(library.index_dir)
+        except IndexMismatch as exc:
+            raise CliError(str(exc)) from None
+        if manifest is None:
             raise CliError(f"{library.folder} has no index yet: run `simviewer index {args.folder}` first")
         return None
+    indexed = indexed_model(library.index_dir)
     embedder, _ = _choose_embedder(args, indexed)
     if indexed is None or indexed.fingerprint != embedder.fingerprint:
         summary = _run_update(library, embedder, args, quiet=args.json)
