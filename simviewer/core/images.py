@@ -414,12 +414,7 @@ def open_photo(path: str | os.PathLike, whole_limit: int | None = None) -> Photo
             head = _read_upto(fh, HEAD_BYTES)
             if not head:
                 raise ImageError("empty file (0 bytes)")
-            kind = sniff(head, name)
-            if kind is None:
-                raise ImageError(_unidentified_reason(head, name))
-            missing = _missing_codec(kind)
-            if missing:
-                raise ImageError(missing)
+            kind = readable_kind(head, name)
             data = None
             if size <= limit:
                 fh.seek(0)  # one read of the whole file into one buffer: no copies to join
@@ -479,12 +474,7 @@ def decode_bytes(data: bytes, min_side: int | None = None, name: str = "") -> De
     if not data:
         raise ImageError("empty file (0 bytes)")
     head = data[:HEAD_BYTES]
-    kind = sniff(head, name)
-    if kind is None:
-        raise ImageError(_unidentified_reason(head, name))
-    missing = _missing_codec(kind)
-    if missing:
-        raise ImageError(missing)
+    kind = readable_kind(head, name)
     return PhotoSource(name, kind, head, data).decode(min_side)
 
 
@@ -649,6 +639,18 @@ _SIGNATURES = [
     (b"<svg", "SVG drawing"),
     (b"<?xml", "XML/SVG document"),
 ]
+
+
+def readable_kind(head: bytes, name: str) -> str:
+    """The kind of photo the first bytes *head* of *name* show; ImageError when they show none, or
+    one this installation has no codec for."""
+    kind = sniff(head, name)
+    if kind is None:
+        raise ImageError(_unidentified_reason(head, name))
+    missing = _missing_codec(kind)
+    if missing:
+        raise ImageError(missing)
+    return kind
 
 
 def _unidentified_reason(data: bytes, name: str) -> str:
