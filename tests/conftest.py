@@ -114,3 +114,16 @@ def spoiled(monkeypatch):
 
     monkeypatch.setattr(tr, "fit", spy)
     return state
+
+
+@pytest.fixture
+def private_trash(tmp_path, monkeypatch):
+    """The system trash of a private home on the same volume, so tests never touch the real one."""
+    from send2trash import plat_other
+
+    home = tmp_path / "xdg"
+    monkeypatch.setattr(plat_other, "XDG_DATA_HOME", os.fsencode(home))
+    monkeypatch.setattr(plat_other, "HOMETRASH_B", os.fsencode(home / "Trash"))
+    monkeypatch.setattr(plat_other, "get_dev", lambda path: 0)  # same volume: use the home trash
+    monkeypatch.setenv("XDG_DATA_HOME", str(home))
+    return home / "Trash"

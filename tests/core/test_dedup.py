@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import threading
 from pathlib import Path
 
@@ -200,18 +199,6 @@ def test_similarity_range_leaves_exact_copies_out(dup_folder):
     groups = groups_of(lib, max_score=0.99999)
     assert all(not m.exact for g in groups for m in g.members[1:])
     assert "other/orig0_again.jpg" not in {m.item.key for g in groups for m in g.members}
-
-
-@pytest.fixture
-def private_trash(tmp_path, monkeypatch):
-    from send2trash import plat_other
-
-    home = tmp_path / "xdg"
-    monkeypatch.setattr(plat_other, "XDG_DATA_HOME", os.fsencode(home))
-    monkeypatch.setattr(plat_other, "HOMETRASH_B", os.fsencode(home / "Trash"))
-    monkeypatch.setattr(plat_other, "get_dev", lambda path: 0)  # same volume: use the home trash
-    monkeypatch.setenv("XDG_DATA_HOME", str(home))
-    return home / "Trash"
 
 
 def snapshot(root: Path) -> dict[str, str]:

@@ -67,18 +67,6 @@ def undo(journal: Path, **kw) -> dedup.ActionResult:
     return list(dedup.undo(journal, **kw))[-1]
 
 
-@pytest.fixture
-def private_trash(tmp_path, monkeypatch):
-    from send2trash import plat_other
-
-    home = tmp_path / "xdg"
-    monkeypatch.setattr(plat_other, "XDG_DATA_HOME", os.fsencode(home))
-    monkeypatch.setattr(plat_other, "HOMETRASH_B", os.fsencode(home / "Trash"))
-    monkeypatch.setattr(plat_other, "get_dev", lambda path: 0)  # same volume: use the home trash
-    monkeypatch.setenv("XDG_DATA_HOME", str(home))
-    return home / "Trash"
-
-
 # -- 1. protected folders through symlinks; nothing outside the library ------------------------
 @pytest.fixture
 def linked_protected(tmp_path) -> tuple[Path, Path]:

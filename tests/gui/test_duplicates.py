@@ -414,21 +414,6 @@ def test_without_a_calibration_nothing_is_searched_until_it_is_measured(qtbot, t
     assert tab.bar.find_button.isEnabled() and not strip.warning.isVisible() and not strip.calibrate_button.isVisible()
 
 
-@pytest.fixture
-def private_trash(tmp_path, monkeypatch):
-    """The system trash of a private home (same volume), so tests never touch the real one."""
-    import os
-
-    from send2trash import plat_other
-
-    home = tmp_path / "xdg"
-    monkeypatch.setattr(plat_other, "XDG_DATA_HOME", os.fsencode(home))
-    monkeypatch.setattr(plat_other, "HOMETRASH_B", os.fsencode(home / "Trash"))
-    monkeypatch.setattr(plat_other, "get_dev", lambda path: 0)
-    monkeypatch.setenv("XDG_DATA_HOME", str(home))
-    return home / "Trash"
-
-
 def test_hard_links_replace_exact_copies_and_undo_restores_them(qtbot, tab, dup_folder, private_trash):
     before = hashes(dup_folder)
     open_folder(qtbot, tab, dup_folder)
