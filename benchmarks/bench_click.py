@@ -2,8 +2,8 @@
 
 naive: exact search, the clicked photo's vector against every vector of the library (numpy, all
        vectors in memory), then the same results list.
-ours:  what the window does on a click: an Annoy lookup by item (MainWindow._query_indexed), then
-       the results list filled and painted.
+ours:  what the window does on a click: an Annoy lookup by item (the Library tab's query_indexed),
+       then the look-alikes panel filled and painted.
 
 The library is N hard links to a few real JPEGs with synthetic 512-d vectors (clusters of five)
 written to the catalog, so no photo has to be embedded; the index is built by the library's own
@@ -87,27 +87,30 @@ def main(argv=None) -> int:
         w.resize(1280, 800)
         w.show()
         w.open_folder(lib.folder)
-        pump(app, lambda: w.index_worker is not None and not w.indexing and not w.loading and w.index is not None)
-        assert w.grid_model.rowCount() == args.n
+        session, tab = w.session, w.library_tab
+        pump(app, lambda: session.worker is not None and not session.indexing and not session.loading
+             and session.index is not None)
+        assert tab.grid_model.rowCount() == args.n
         picks = [lib.folder / f"img{i:07d}.jpg" for i in np.linspace(0, args.n - 1, CLICKS).astype(int)]
-        k = w.k_spin.value()
+        k = tab.panel.k_spin.value()
+        fingerprint = session.index.model_fingerprint
 
         def painted() -> None:
-            w.results.viewport().repaint()
+            tab.panel.view.viewport().repaint()
             app.processEvents()
 
         ours, ours_top = [], []
         for p in picks:
             t = time.perf_counter()
-            w._query_indexed(str(p))
+            tab.query_indexed(str(p))
             painted()
             ours.append(time.perf_counter() - t)
-            ours_top.append({r.path for r in w.last_results[:4]})
+            ours_top.append({r.path for r in tab.panel.rows[:4]})
 
         # naive: every vector in memory, exact cosine against all of them on each click.
         with lib.open_catalog() as cat:
-            keys = [key for key, _ in cat.indexed_keys(w.index.model_fingerprint)]
-            x = np.stack(list(cat.indexed_vectors(w.index.model_fingerprint)))
+            keys = [key for key, _ in cat.indexed_keys(fingerprint)]
+            x = np.stack(list(cat.indexed_vectors(fingerprint)))
         row_of = {key: r for r, key in enumerate(keys)}
         naive, found = [], 0
         for p, top4 in zip(picks, ours_top):
@@ -116,10 +119,10 @@ def main(argv=None) -> int:
             s = x @ q
             top = np.argpartition(-s, k + 1)[: k + 1]
             top = [i for i in top[np.argsort(-s[top])] if keys[i] != p.name][:k]
-            w._show_results([(lib.path_for(keys[i]), float(s[i])) for i in top])
+            tab.show_results([(lib.path_for(keys[i]), float(s[i])) for i in top])
             painted()
             naive.append(time.perf_counter() - t)
-            found += len(top4 & {r.path for r in w.last_results[:4]})
+            found += len(top4 & {r.path for r in tab.panel.rows[:4]})
         w.close()
 
     def stats(ts: list[float]) -> str:

@@ -5,8 +5,10 @@ how long the window could not repaint or answer a click.
 
 naive: Library.update driven on the GUI thread, with processEvents() after every event (the usual
        first attempt at "keeping the window alive").
-ours:  MainWindow.open_folder: Library.update on a worker thread (decoding in worker processes),
-       events forwarded as signals, index and grid rows loaded on a worker too.
+ours:  MainWindow.open_folder: the window's LibrarySession runs Library.update on a worker thread
+       (decoding in worker processes), forwards its events as signals, and loads the index and the
+       grid rows on a worker too. The new library gets MODEL as its default model (the same network
+       as naive), where the window would otherwise pick a pretrained one.
 
 The folder is COUNT distinct photos written as JPEGs from SOURCE (each source photo also mirrored
 and rotated, to make more distinct pictures than the source holds).
@@ -27,6 +29,7 @@ from PIL import Image, ImageOps
 from PySide6.QtCore import QElapsedTimer, QSettings, QTimer
 from PySide6.QtWidgets import QApplication
 
+from simviewer.core import embedder as embedding
 from simviewer.core.embedder import Embedder
 from simviewer.core.images import walk_images
 from simviewer.core.library import Library
@@ -97,7 +100,8 @@ def main(argv=None) -> int:
         naive_s = time.perf_counter() - t
         naive_worst, naive_p99 = meter.stop()
 
-        # ours: the window.
+        # ours: the window, its new library given the same model as naive.
+        embedding.default_model = lambda: embedding.ModelChoice(args.model, "none", "the benchmark's model")
         settings = QSettings(str(tmp / "settings.ini"), QSettings.Format.IniFormat)
         settings.setValue("model/arch", args.model)
         settings.setValue("model/weights", "none")
@@ -106,12 +110,14 @@ def main(argv=None) -> int:
         meter.start()
         t = time.perf_counter()
         w.open_folder(tmp / "photos")
-        while w.indexing or w.loading or w.index is None:
+        session = w.session
+        while session.worker is None or session.indexing or session.loading or session.index is None:
             app.processEvents()
             time.sleep(0.001)
         ours_s = time.perf_counter() - t
         ours_worst, ours_p99 = meter.stop()
-        rows = w.grid_model.rowCount()
+        assert session.embedder.fingerprint == Embedder(args.model, "none").fingerprint, session.embedder
+        rows = w.library_tab.grid_model.rowCount()
         w.close()
 
     print(f"{args.count} photos, {args.model} untrained, offscreen; {rows} in the grid at the end")
