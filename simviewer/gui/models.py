@@ -136,7 +136,7 @@ class ResultListModel(FileListModel):
 
 
 class LibraryGridModel(FileListModel):
-    """The library grid: filter by name, sort by name, date or size.
+    """The library grid: filter by name, sort by name, date or size, either way round.
 
     Filtering and sorting happen here on plain Python lists (tens of milliseconds at 100k rows)
     rather than in a QSortFilterProxyModel, which would call data() O(n log n) times.
@@ -163,8 +163,18 @@ class LibraryGridModel(FileListModel):
         self.filter_text = text.strip().lower()
         self._apply()
 
-    def sort_by(self, name: str, descending: bool = False) -> None:
-        self.sort_name, self.descending = name, descending
+    def sort_by(self, name: str, descending: bool | None = None) -> None:
+        """Sort by *name* (a key of SORTS); *descending* None keeps the current direction."""
+        if name not in self.SORTS:
+            raise ValueError(f"unknown sort {name!r}: choose one of {', '.join(self.SORTS)}")
+        self.sort_name = name
+        if descending is not None:
+            self.descending = descending
+        self._apply()
+
+    def set_descending(self, descending: bool) -> None:
+        """Reverse the order (largest, newest, Z first) or put it back, keeping the sort key."""
+        self.descending = descending
         self._apply()
 
     def _apply(self) -> None:

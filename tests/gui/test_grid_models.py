@@ -59,6 +59,19 @@ def test_grid_filters_by_name_and_sorts_both_ways(thumbnails):
     assert model.rowCount() == 3 and model.index(0).data(SizeRole) == 300
 
 
+def test_grid_sort_direction_toggles_and_survives_a_change_of_sort(thumbnails):
+    model = LibraryGridModel(thumbnails)
+    model.set_library_rows(rows())
+    model.set_descending(True)
+    assert names(model) == ["city.png", "Beach.jpg", "alps.jpg"]  # names reversed
+    model.sort_by("Size")  # another key keeps the direction chosen
+    assert [model.index(r).data(SizeRole) for r in range(3)] == [300, 200, 100]  # largest first
+    model.set_filter("jpg")
+    assert names(model) == ["Beach.jpg", "alps.jpg"]
+    model.set_descending(False)
+    assert names(model) == ["alps.jpg", "Beach.jpg"]
+
+
 def test_a_row_asks_for_its_thumbnail_once_and_shows_it_when_it_arrives(qtbot, thumbnails, tmp_path):
     photo = write_jpeg(tmp_path / "one.jpg", make_photo(1, size=(320, 240)))
     model = LibraryGridModel(thumbnails)

@@ -117,6 +117,35 @@ def test_filter_and_sort(qtbot, window, folder):
     assert [os.path.getsize(p) for p in sizes] == sorted(os.path.getsize(p) for p in sizes)
 
 
+def test_sort_direction_button_reverses_the_grid_and_is_remembered(qtbot, window, folder, tmp_path):
+    import os
+
+    window.open_folder(folder)
+    wait_indexed(qtbot, window)
+    tab = window.library_tab
+    tab.sort_box.setCurrentText("Size")
+    grid = tab.grid_model
+
+    def paths():
+        return [grid.index(r, 0).data(PathRole) for r in range(grid.rowCount())]
+
+    smallest_first = paths()
+    assert not tab.sort_dir.isChecked() and "ascending" in tab.sort_dir.toolTip().lower()
+    qtbot.mouseClick(tab.sort_dir, Qt.MouseButton.LeftButton)
+    assert tab.sort_dir.isChecked() and "descending" in tab.sort_dir.toolTip().lower()
+    assert paths()[0] != smallest_first[0]
+    assert os.path.getsize(paths()[0]) == max(os.path.getsize(p) for p in paths())
+    tab.sort_box.setCurrentText("Name")  # another key keeps the direction
+    names = [p.rsplit("/", 1)[1].lower() for p in paths()]
+    assert names == sorted(names, reverse=True)
+    again = make_window(qtbot, tmp_path, window.settings)
+    try:
+        t = again.library_tab
+        assert t.sort_dir.isChecked() and t.sort_box.currentText() == "Name" and t.grid_model.descending
+    finally:
+        again.close()
+
+
 def test_compare_view_steps_swaps_and_zooms(qtbot, window, folder):
     window.open_folder(folder)
     wait_indexed(qtbot, window)

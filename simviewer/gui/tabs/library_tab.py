@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
     QMenu,
     QSplitter,
     QStackedWidget,
+    QToolButton,
     QVBoxLayout,
     QWidget,
 )
@@ -40,6 +41,7 @@ from ..widgets.results_panel import ResultsPanel
 from ..workers import GeneratorThread
 
 EMPTY_TEXT = "Open a folder or drop photos here"
+SORT_KEY, DESCENDING_KEY = "library/sort", "library/descending"  # the grid's order, kept between runs
 
 
 class LibraryTab(QStackedWidget):
@@ -73,7 +75,11 @@ class LibraryTab(QStackedWidget):
         self.filter_edit.textChanged.connect(self.grid_model.set_filter)
         self.sort_box = QComboBox()
         self.sort_box.addItems(list(LibraryGridModel.SORTS))
-        self.sort_box.currentTextChanged.connect(lambda name: self.grid_model.sort_by(name))
+        self.sort_dir = QToolButton()
+        self.sort_dir.setCheckable(True)
+        self._restore_sort()
+        self.sort_box.currentTextChanged.connect(self._sort_changed)
+        self.sort_dir.toggled.connect(self._direction_changed)
         self.grid = QListView()
         self.grid.setViewMode(QListView.ViewMode.IconMode)
         self.grid.setResizeMode(QListView.ResizeMode.Adjust)
@@ -94,6 +100,7 @@ class LibraryTab(QStackedWidget):
         row.addWidget(self.filter_edit, 1)
         row.addWidget(QLabel("Sort:"))
         row.addWidget(self.sort_box)
+        row.addWidget(self.sort_dir)
         lv.addLayout(row)
         lv.addWidget(self.grid)
         self.splitter = QSplitter()
@@ -106,6 +113,31 @@ class LibraryTab(QStackedWidget):
         self.empty.setStyleSheet("font-size: 20px; color: palette(mid);")
         self.addWidget(self.empty)
         self.addWidget(self.splitter)
+
+    # -- the grid's order ------------------------------------------------------------------------
+    def _restore_sort(self) -> None:
+        settings = self.session.settings
+        name = str(settings.value(SORT_KEY, "Name"))
+        descending = str(settings.value(DESCENDING_KEY, "false")) == "true"
+        if name in LibraryGridModel.SORTS:
+            self.sort_box.setCurrentText(name)
+        self.sort_dir.setChecked(descending)
+        self.grid_model.sort_by(self.sort_box.currentText(), descending)
+        self._show_direction(descending)
+
+    def _show_direction(self, descending: bool) -> None:
+        self.sort_dir.setArrowType(Qt.ArrowType.DownArrow if descending else Qt.ArrowType.UpArrow)
+        self.sort_dir.setToolTip("Descending: Z to A, newest, largest first (click for ascending)" if descending
+                                 else "Ascending: A to Z, oldest, smallest first (click for descending)")
+
+    def _sort_changed(self, name: str) -> None:
+        self.grid_model.sort_by(name)
+        self.session.settings.setValue(SORT_KEY, name)
+
+    def _direction_changed(self, descending: bool) -> None:
+        self._show_direction(descending)
+        self.grid_model.set_descending(descending)
+        self.session.settings.setValue(DESCENDING_KEY, "true" if descending else "false")
 
     # -- the session ---------------------------------------------------------------------------
     def _opened(self, _library) -> None:
