@@ -321,8 +321,9 @@ class ModelInfoDialog(QDialog):
         self.note.setText(
             f"<b>{self.label}</b>, input {crop} × {crop} px. Each cell of a stage's output sees a square of "
             "the input the size of its receptive field (measured on the network itself); neighbouring "
-            "cells are one stride apart. Heat maps are drawn from the last stage, so each of their cells "
-            "summarises a large part of the photo."
+            "cells are one stride apart. Heat maps are drawn from the last stage unless you pick another "
+            "layer beside “Heat maps”: a deep stage's cell summarises a large part of the photo (a field "
+            "wider than the input counts the padding around it), an earlier stage's cells are finer."
         )
         self.table.setRowCount(len(stages))
         for row, s in enumerate(stages):

@@ -167,3 +167,23 @@ def test_at_1024_by_700_the_starting_model_and_mode_texts_are_whole(qtbot, tab):
     for label in (form.model_label, form.detected_label):
         assert label.height() >= label.heightForWidth(label.width()) > label.fontMetrics().lineSpacing()
     page.takeWidget()  # the fixture closes the tab itself
+
+
+def test_at_1024_px_a_running_page_needs_no_sideways_scrolling(qtbot, tab):
+    """Issue: at 1024x700 the run's progress line made the page wider than the window, so the chart,
+    its legend and the log were cut at the right edge behind a horizontal scroll bar."""
+    from PySide6.QtWidgets import QScrollArea
+
+    page = QScrollArea()  # as the window shows it
+    qtbot.addWidget(page)
+    page.setWidget(tab)
+    page.setWidgetResizable(True)
+    page.resize(1024, 620)
+    page.show()
+    tab.progress_label.setText("epoch 1, step 14/20 · loss 1.6857 · lr 0.0001 · 6.2 img/s · about 21 s left "
+                               "· validation mAP 0.812 after the last epoch")
+    tab.chart.add_metrics(0, {"mAP": 0.8, "recall@1": 0.9, "recall@5": 0.95})
+    qtbot.wait(50)
+    assert tab.minimumSizeHint().width() <= page.viewport().width()
+    assert not page.horizontalScrollBar().isVisible()
+    page.takeWidget()  # the fixture closes the tab itself

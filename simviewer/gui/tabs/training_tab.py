@@ -395,16 +395,17 @@ class TrainingTab(QWidget):
     def _build_ui(self) -> None:
         self.chart = LossChart()
         self.progress = QProgressBar()
+        # The run's line ("epoch 1, step 14/20 · loss … · about 21 s left") wraps under the bar: beside
+        # it, its width would make the page wider than a small screen.
         self.progress_label = QLabel("")
+        self.progress_label.setWordWrap(True)
         self.log = QPlainTextEdit(readOnly=True)
         self.log.setMaximumBlockCount(5000)
         right = QWidget()
         rv = QVBoxLayout(right)
         rv.addWidget(self.chart, 3)
-        prow = QHBoxLayout()
-        prow.addWidget(self.progress, 1)
-        prow.addWidget(self.progress_label)
-        rv.addLayout(prow)
+        rv.addWidget(self.progress)
+        rv.addWidget(self.progress_label)
         rv.addWidget(self.log, 1)
 
         split = QSplitter()

@@ -22,9 +22,9 @@ class LossChart(QChartView):
         super().__init__(chart, parent)
         self.setRenderHint(QPainter.RenderHint.Antialiasing)
         self.setMinimumHeight(260)
-        self.loss = QLineSeries(name="loss (each step)")
+        self.loss = QLineSeries(name="loss")
         self.loss.setPen(QPen(QColor(52, 152, 219, 110), 1))
-        self.smooth = QLineSeries(name="loss (smoothed)")
+        self.smooth = QLineSeries(name="smoothed")
         self.smooth.setPen(QPen(QColor(41, 128, 185), 2.5))
         self.metrics: dict[str, QLineSeries] = {}
         self.x_axis = QValueAxis(titleText="step")
@@ -75,7 +75,7 @@ class LossChart(QChartView):
         for name, value in metrics.items():
             series = self.metrics.get(name)
             if series is None:
-                series = QLineSeries(name=f"validation {name}")
+                series = QLineSeries(name=name)  # on the "validation" axis
                 series.setPen(QPen(METRIC_COLOURS.get(name, QColor(127, 140, 141)), 2, Qt.PenStyle.DashLine))
                 series.setPointsVisible(True)
                 self.chart().addSeries(series)
