@@ -600,3 +600,17 @@ def test_dropping_a_folder_then_a_photo_on_the_window(qtbot, window, folder, tmp
     qtbot.waitUntil(lambda: tab.query_worker is not None and not tab.searching, timeout=60_000)
     assert tab.panel.model.rows[0].path == folder / "photo5.jpg"
     assert "not in the library" in tab.panel.query_label.text()
+
+
+def test_a_status_message_cut_at_the_window_edge_ends_in_an_ellipsis(qtbot, window):
+    """Issue: at 1024 px the calibration summary in the status bar lost its last words with no sign."""
+    window.resize(1024, 700)
+    window.show()
+    text = "Duplicates: threshold 0.6326, calibrated on 56 of your photos: " + "100% of their copies above it, " * 5
+    window.status.say(text)
+    qtbot.wait(20)
+    label = window.status.label
+    assert label.text() == text and label.toolTip() == text  # whole where it can be read
+    assert label.shown_text().endswith("…") and len(label.shown_text()) < len(text)
+    window.status.say("56 photos indexed")
+    assert label.shown_text() == "56 photos indexed"

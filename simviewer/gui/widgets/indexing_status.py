@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QPainter
 from PySide6.QtWidgets import QLabel, QProgressBar, QPushButton, QSizePolicy, QStatusBar
 
 from ...core.calibration import CalibrationProgress
@@ -12,6 +14,17 @@ from ..dialogs import SkippedFilesDialog
 from ..session import LibrarySession, ModelInUse, has_index
 
 log = logging.getLogger(__name__)
+
+
+class ElidedLabel(QLabel):
+    """A one-line label that ends in "…" where it is cut, so a cut message never reads as whole."""
+
+    def shown_text(self) -> str:
+        return self.fontMetrics().elidedText(self.text(), Qt.TextElideMode.ElideRight, self.contentsRect().width())
+
+    def paintEvent(self, event) -> None:  # noqa: N802 (Qt API)
+        painter = QPainter(self)
+        painter.drawText(self.contentsRect(), self.alignment() | Qt.AlignmentFlag.AlignVCenter, self.shown_text())
 
 
 def summary_text(ev: IndexSummary, had_index: bool) -> str:
@@ -38,8 +51,8 @@ class IndexingStatus:
         self.progress = QProgressBar()
         self.progress.setMaximumWidth(260)
         self.progress.hide()
-        self.label = QLabel("")
-        # Long messages are cut at the window's edge instead of widening it; the tooltip has them whole.
+        self.label = ElidedLabel("")
+        # Long messages end in "…" at the window's edge instead of widening it; the tooltip has them whole.
         self.label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.label.setMinimumWidth(0)
         self.cancel_button = QPushButton("Cancel")
