@@ -209,6 +209,32 @@ def test_checkpoints_in_models_are_offered(qtbot, tmp_path, monkeypatch):
     w.close()
 
 
+def test_a_weights_file_chosen_in_the_window_brings_its_architecture(qtbot, tmp_path, monkeypatch):
+    """Issue: a checkpoint chosen through "Weights file…" kept the architecture in the box (ResNet-50),
+    so using it failed with "x.pt is a resnet18 checkpoint, not resnet50"."""
+    import torch
+    from PySide6.QtWidgets import QFileDialog
+    from torchvision import models
+
+    from simviewer.core.embedder import CHECKPOINT_FORMAT
+
+    net = models.resnet18(weights=None)
+    net.fc = torch.nn.Identity()
+    ckpt = tmp_path / "x.pt"
+    torch.save({"format": CHECKPOINT_FORMAT, "version": 1, "arch": "resnet18", "model": net.state_dict()}, ckpt)
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: (str(ckpt), ""))
+    settings = QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat)
+    w = MainWindow(settings=settings, index_root=tmp_path / "idx")
+    qtbot.addWidget(w)
+    w.picker.arch_box.setCurrentText("resnet50")
+    box = w.picker.weights_box
+    box.setCurrentIndex(box.count() - 1)  # the user picks "Weights file…"
+    box.activated.emit(box.count() - 1)
+    assert w.picker.arch_box.currentText() == "resnet18"
+    assert w.picker.selected_weights() == str(ckpt)
+    w.close()
+
+
 def no_network(monkeypatch, tmp_path):
     """An empty torch hub cache and no way to download into it."""
     import torch
