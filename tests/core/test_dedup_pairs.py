@@ -24,18 +24,31 @@ def test_a_raw_and_its_jpeg_are_one_shot_never_a_keeper_and_duplicate():
     assert shots(items) == {0: 0, 1: 0, 3: 1, 4: 1}  # same folder, same name in any case; IMG_3 is alone
     # The RAW and its JPEG look alike; the JPEG also has a byte-identical backup elsewhere.
     nb = Neighbours(items, np.array([0, 1, 0, 3]), np.array([1, 2, 2, 4]), np.array([0.99, 1.0, 0.99, 0.99]), 0.9)
-    for rules in (dedup.DEFAULT_RULES, ("jpeg", "resolution"), ("raw",)):
+    for rules in (dedup.DEFAULT_RULES, ("jpeg", "resolution"), ("raw",), ("shortest-path",)):
         groups = dedup.group(nb, GroupingOptions(0.95, rules=rules))
-        for g in groups:
-            keys = {m.item.key for m in g.members}
-            assert not {"IMG_1.CR2", "IMG_1.JPG"} <= keys and not {"img_2.nef", "IMG_2.jpeg"} <= keys
         assert all("img_2" not in m.item.key.lower() for g in groups for m in g.members)  # a lone pair: no group
-    # The backup copy is still found as a duplicate of the shot's JPEG (or of the RAW by the rules).
-    (g,) = dedup.group(nb, GroupingOptions(0.95, rules=("jpeg", "shortest-path")))
-    assert [m.item.key for m in g.members] == ["IMG_1.JPG", "backup/IMG_1.JPG"]
-    (g,) = dedup.group(nb, GroupingOptions(0.95, rules=("raw",)))
-    assert g.keeper.key == "IMG_1.CR2" and [m.item.key for m in g.members[1:]] == ["backup/IMG_1.JPG"]
-    assert [p.item.key for p in dedup.plan_removals([g])] == []  # not byte-identical to the RAW: not sure
+        # The shot is one item: its lead (the kind the rules prefer) stands for it, its partner rides
+        # along; the backup is judged against the shot, and is a byte-identical copy of its JPEG.
+        (g,) = groups
+        shot, backup = g.members
+        assert {shot.item.key, *(p.key for p in shot.partners)} == {"IMG_1.CR2", "IMG_1.JPG"}
+        assert shot.item.key == ("IMG_1.JPG" if rules[0] == "jpeg" else "IMG_1.CR2")
+        assert backup.item.key == "backup/IMG_1.JPG" and backup.exact and not backup.partners
+        # The backup goes; the shot keeps both of its files.
+        assert [p.item.key for p in dedup.plan_removals([g])] == ["backup/IMG_1.JPG"]
+        assert g.reclaimable == 100
+
+
+def test_a_shot_that_is_not_the_keeper_moves_whole_and_is_never_sure():
+    items = items_of(("ref/IMG_1.JPG", "jpg1", 800), ("a/IMG_1.CR2", "raw1", 900), ("a/IMG_1.JPG", "jpg1", 800))
+    nb = Neighbours(items, np.array([0, 0]), np.array([1, 2]), np.array([0.97, 1.0]), 0.9)
+    (g,) = dedup.group(nb, GroupingOptions(0.95, reference=(LIB / "ref",)))
+    keeper, shot = g.members
+    assert keeper.item.key == "ref/IMG_1.JPG" and shot.exact and not dedup.is_sure(shot, 0.9)
+    assert dedup.plan_removals([g]) == []  # the RAW is a copy of nothing: never pre-selected
+    plan = dedup.plan_removals([g], selected={"ref/IMG_1.JPG": {shot.item.key}})
+    assert sorted(p.item.key for p in plan) == ["a/IMG_1.CR2", "a/IMG_1.JPG"]  # ticked: the shot moves whole
+    assert g.reclaimable == 200
 
 
 @pytest.mark.parametrize("keep", ["raw", "jpeg"])

@@ -130,3 +130,37 @@ def test_unsafe_overrides_fall_back_to_the_rules(groups):
     assert sel.moving(a) == keys(a, 1, 2)
     assert {p.item.key for p in sel.plan()} == keys(a, 1, 2)
 
+
+
+def test_raw_jpeg_pairs_are_never_ticked_until_one_kind_is_kept(groups):
+    from simviewer.core.dedup.pairs import pairs_group
+    from simviewer.core.dedup.selection import WHOLE_SHOT
+
+    shots = [item("s/IMG_1.CR2", size=900), item("s/IMG_1.JPG"), item("s/IMG_2.NEF", size=800),
+             item("s/img_2.jpeg"), item("s/IMG_3.JPG")]  # IMG_3 has no RAW: no pair
+    pairs = pairs_group(shots)
+    assert pairs.pair and [m.item.key for m in pairs.members] == [
+        "s/IMG_1.CR2", "s/IMG_1.JPG", "s/IMG_2.NEF", "s/img_2.jpeg"]  # side by side, the RAW first
+    sel = Selection([*groups, pairs], sure_level=SURE)
+    assert sel.moving(pairs) == set() and sel.counts() == (2, 4, 0)  # not ticked, not counted as duplicates
+    sel.select_similar()
+    sel.invert()
+    assert sel.moving(pairs) == set()  # the bulk ticks leave the pairs alone
+    sel.select_none()
+    assert sel.toggle(pairs, "s/IMG_1.JPG", True) is None
+    assert sel.toggle(pairs, "s/IMG_1.CR2", True) == WHOLE_SHOT  # one file of each shot stays
+    sel.keep_kind("raw")
+    assert sel.moving(pairs) == {"s/IMG_1.JPG", "s/img_2.jpeg"}
+    plan = sel.plan()
+    assert {(p.item.key, p.group_keeper.key) for p in plan} == {
+        ("s/IMG_1.JPG", "s/IMG_1.CR2"), ("s/img_2.jpeg", "s/IMG_2.NEF")}
+    assert sel.planned() == (2, 200)
+    sel.keep_kind("jpeg")
+    assert sel.moving(pairs) == {"s/IMG_1.CR2", "s/IMG_2.NEF"} and sel.planned() == (2, 1700)
+    sel.keep_only(pairs, "s/IMG_1.CR2")  # keep this one of its shot: its JPEG goes instead
+    assert sel.moving(pairs) == {"s/IMG_1.JPG", "s/IMG_2.NEF"}
+    sel.clear()
+    assert sel.moving(pairs) == set()
+    protected = Selection([pairs], reference=[ROOT / "s"])
+    protected.keep_kind("raw")
+    assert protected.moving(pairs) == set() and protected.plan() == []

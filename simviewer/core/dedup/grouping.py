@@ -224,39 +224,69 @@ def group(nb: Neighbours, opts: GroupingOptions) -> list[Group]:
     if opts.max_score is not None:
         keep &= nb.score <= opts.max_score
     i, j, s, v = nb.i[keep], nb.j[keep], nb.score[keep], nb.via[keep]
+    key = rule_key(opts.rules, opts.reference)
+    lead, partners = _shot_leads(items, key)  # a RAW+JPEG shot is one item: its lead file stands for it
     adj: dict[int, dict[int, float]] = {}
     via: dict[tuple[int, int], int] = {}
     alias = same_files(items)  # a link and its target are one photo: only one of them is grouped
-    shot = shots(items)  # a RAW and its JPEG are one shot: never one against the other
     for a, b, sc, how in zip(i.tolist(), j.tolist(), s.tolist(), v.tolist()):
-        if a in alias or b in alias or (a in shot and shot[a] == shot.get(b)):
+        if a in alias or b in alias:
             continue
         ha, hb = items[a].hash, items[b].hash
         if ha != hb and (min(ha, hb), max(ha, hb)) in opts.ignored:
             continue
+        a, b = min(lead.get(a, a), lead.get(b, b)), max(lead.get(a, a), lead.get(b, b))
+        if a == b or sc <= adj.get(a, {}).get(b, -2.0):  # one shot's own files; or a better pair seen
+            continue
         adj.setdefault(a, {})[b] = sc
         adj.setdefault(b, {})[a] = sc
-        if how:
-            via[a, b] = how
+        via[a, b] = how
 
-    key = rule_key(opts.rules, opts.reference)
+    # Reference folders first, then a shot before a lone file (the shot holds the RAW), then the rules.
+    def order(n: int) -> tuple:
+        return key(items[n])[0], 0 if n in partners else 1, key(items[n])
+
     groups = []
     for comp in _components(adj):
-        remaining = sorted(comp, key=lambda n: key(items[n]))
+        remaining = sorted(comp, key=order)
         while len(remaining) > 1:
             keeper = remaining[0]
             taken = [n for n in remaining[1:] if n in adj[keeper]]
             remaining = [n for n in remaining[1:] if n not in adj[keeper]]
-            if not taken:
-                continue
-            members = [Member(items[keeper], 1.0, True)] + sorted(
-                (Member(items[n], adj[keeper][n], items[n].hash == items[keeper].hash,
-                        VIA[via.get((min(n, keeper), max(n, keeper)), 0)]) for n in taken),
-                key=lambda m: (-m.score, str(m.item.path)),
-            )
-            groups.append(Group(tuple(members)))
+            if taken:
+                groups.append(_group_of(items, keeper, taken, adj, via, partners))
     groups.sort(key=lambda g: (-g.reclaimable, str(g.keeper.path)))
     return groups
+
+
+def _shot_leads(items: Sequence[Item], key: Callable[[Item], tuple]) -> tuple[dict[int, int], dict[int, list[int]]]:
+    """(file -> its shot's lead, lead -> the shot's other files) for every RAW+JPEG shot; the lead
+    is the file the keeper rules prefer."""
+    by_shot: dict[int, list[int]] = {}
+    for n, shot in shots(items).items():
+        by_shot.setdefault(shot, []).append(n)
+    lead: dict[int, int] = {}
+    partners: dict[int, list[int]] = {}
+    for files in by_shot.values():
+        files.sort(key=lambda n: key(items[n]))
+        partners[files[0]] = files[1:]
+        lead.update((n, files[0]) for n in files)
+    return lead, partners
+
+
+def _group_of(items: Sequence[Item], keeper: int, taken: list[int], adj: dict[int, dict[int, float]],
+              via: dict[tuple[int, int], int], partners: dict[int, list[int]]) -> Group:
+    """The group of *keeper* and the photos *taken* by it. A member is exact when it is
+    byte-identical to a file of the keeper's shot (or to the keeper); a shot brings its partners."""
+    keeper_hashes = {items[n].hash for n in [keeper, *partners.get(keeper, ())]}
+
+    def member(n: int) -> Member:
+        files = [n, *partners.get(n, ())]
+        return Member(items[n], adj[keeper][n], any(items[f].hash in keeper_hashes for f in files),
+                      VIA[via.get((min(n, keeper), max(n, keeper)), 0)], tuple(items[p] for p in files[1:]))
+
+    keep = Member(items[keeper], 1.0, True, partners=tuple(items[p] for p in partners.get(keeper, ())))
+    return Group((keep, *sorted((member(n) for n in taken), key=lambda m: (-m.score, str(m.item.path)))))
 
 
 def same_files(items: Sequence[Item]) -> set[int]:

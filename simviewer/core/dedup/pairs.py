@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..images import RAW_EXTENSIONS
-from .types import DedupError, Item, PlannedMove
+from .types import DedupError, Group, Item, Member, PlannedMove
 
 JPEG_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".jfif"})
 KINDS = ("raw", "jpeg")
@@ -27,7 +27,7 @@ def shots(items: Sequence[Item]) -> dict[int, int]:
     for n, it in enumerate(items):
         kind = kind_of(it)
         if kind is not None:
-            by_name.setdefault((str(it.path.parent), it.path.stem.lower()), {}).setdefault(kind, []).append(n)
+            by_name.setdefault(shot_name(it), {}).setdefault(kind, []).append(n)
     found: dict[int, int] = {}
     shot_files = [kinds for kinds in by_name.values() if len(kinds) == 2]
     for shot, kinds in enumerate(shot_files):
@@ -51,3 +51,24 @@ def plan_shot_removals(items: Sequence[Item], keep: str) -> list[PlannedMove]:
         keeper = next(it for it in files if kind_of(it) == keep)
         plan += [PlannedMove(it, keeper) for it in files if kind_of(it) != keep]
     return plan
+
+
+def shot_name(item: Item) -> tuple[str, str]:
+    """What the files of one shot share: the folder and the name without suffix, in lower case."""
+    return str(item.path.parent), item.path.stem.lower()
+
+
+def pairs_group(items: Sequence[Item]) -> Group | None:
+    """Every RAW+JPEG shot of *items* as one list (``Group.pair``): the files of each shot side by
+    side, the RAW first; None without any shot. None of them is a duplicate of another."""
+    files = [items[n] for n in shots(items)]
+    if not files:
+        return None
+    files.sort(key=lambda it: (shot_name(it), 0 if kind_of(it) == "raw" else 1, str(it.path)))
+    return Group(tuple(Member(it, 1.0, False) for it in files), pair=True)
+
+
+def shot_keys(g: Group, key: str) -> list[str]:
+    """The keys of the files of *g* in the same shot as *key* (itself included)."""
+    name = next((shot_name(m.item) for m in g.members if m.item.key == key), None)
+    return [m.item.key for m in g.members if shot_name(m.item) == name]

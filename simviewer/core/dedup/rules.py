@@ -62,6 +62,8 @@ def plan_removals(groups: Sequence[Group], selected: dict[str, set[str]] | None 
     them in the group's order. A loose match to an unrelated keeper (a high-resolution picture
     of something else) then never sends every copy of a photo away, sure-looking or not.
 
+    A member that is a RAW+JPEG shot is never sure; chosen, it moves with its partners.
+
     *selected* maps a keeper's key to the member keys the user chose instead (sure or not).
     Refused: removing a whole group, every copy of a content, and a chosen file inside a reference
     folder.
@@ -85,7 +87,10 @@ def plan_removals(groups: Sequence[Group], selected: dict[str, set[str]] | None 
         for it in chosen:
             if in_folders(it.path, reference):
                 raise DedupError(f"refused: {it.path} is in a protected reference folder")
-            plan.append(PlannedMove(it, g.keeper))
+        # A RAW+JPEG shot moves whole: its partners with it (the keeper's partners stay with it).
+        for m in g.members:
+            if m.item.key in keys:
+                plan += [PlannedMove(it, g.keeper) for it in m.files if not in_folders(it.path, reference)]
     return plan
 
 

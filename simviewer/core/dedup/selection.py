@@ -8,7 +8,13 @@ subject. The user's ticks (``overrides``) go on top, and three things always hol
 - at least one photo of every group stays;
 - of a content with several copies in a group, one copy stays (so a loose match to an unrelated
   keeper never sends every copy of a photo away);
-- nothing in a protected folder moves.
+- nothing in a protected folder moves;
+- one file of every RAW+JPEG shot stays.
+
+A shot inside a group is one member (its partners ride along, :class:`Member`), never ticked by the
+rules. The list of shots (a :func:`pairs_group`, ``Group.pair``) is never pre-selected either: the
+user ticks files of it, or keeps one kind of every shot (:meth:`Selection.keep_kind`); the bulk
+actions below leave it alone.
 
 A tick that would break one of them is refused (:meth:`Selection.toggle` says why); the bulk
 actions (invert, keep only, select similar) tick in the group's order and leave unticked what
@@ -24,9 +30,17 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from . import Group, Member, PlannedMove, in_folders, is_sure, plan_removals
+from .pairs import kind_of, shot_keys, shot_name
 
 WHOLE_GROUP = "At least one photo of each group is kept."
 PROTECTED = "Photos in a protected folder are never moved."
+WHOLE_SHOT = "One file of each RAW+JPEG pair is kept."
+
+
+def _shot_left(g: Group, keys: set[str]) -> str | None:
+    """Why moving *keys* out of the list of shots *g* is unsafe (None: one file of each stays)."""
+    left = {shot_name(m.item) for m in g.members if m.item.key not in keys}
+    return None if all(shot_name(m.item) in left for m in g.members) else WHOLE_SHOT
 
 
 def _copies_left(g: Group, keys: set[str]) -> str | None:
@@ -55,6 +69,8 @@ class Selection:
         self.use_rules = use_rules
         self.overrides: dict[str, bool] = {}  # member key -> True: move it, False: keep it
         self.kept: dict[str, str] = {}  # group keeper key -> the member "keep only" chose
+        # The ticks in the list of RAW+JPEG shots, apart: a shot's lead is also a group's member.
+        self.pair_ticks: dict[str, bool] = {}
 
     # -- what is chosen ------------------------------------------------------------------------
     def protected(self, m: Member) -> bool:
@@ -67,7 +83,7 @@ class Selection:
     def default(self, g: Group) -> set[str]:
         """The rules' pre-selection: the sure duplicates outside protected folders, one copy of
         each content with several copies left (with the keeper's content: the keeper)."""
-        if not self.use_rules:
+        if not self.use_rules or g.pair:
             return set()
         chosen: set[str] = set()
         for m in g.members[1:]:
@@ -78,6 +94,9 @@ class Selection:
     def moving(self, g: Group) -> set[str]:
         """Keys of the members of *g* the clean-up would move: the rules' choice with the user's
         ticks on top; where the ticks are unsafe (see the module), the rules' choice stands."""
+        if g.pair:
+            chosen = {m.item.key for m in g.members if self.pair_ticks.get(m.item.key) and not self.protected(m)}
+            return chosen if _shot_left(g, chosen) is None else set()
         default = self.default(g)
         chosen = {m.item.key for m in g.members
                   if self.overrides.get(m.item.key, m.item.key in default) and not self.protected(m)}
@@ -96,18 +115,15 @@ class Selection:
         return {g.keeper.key: self.moving(g) for g in self.groups}
 
     def planned(self) -> tuple[int, int]:
-        """(photos, bytes) the clean-up would move."""
-        files = size = 0
-        for g in self.groups:
-            chosen = self.moving(g)
-            files += len(chosen)
-            size += sum(m.item.size for m in g.members if m.item.key in chosen)
-        return files, size
+        """(files, bytes) the clean-up would move (a shot's partners with it; each file once)."""
+        files = {it.key: it.size for g in self.groups for m in g.members if m.item.key in self.moving(g)
+                 for it in m.files}
+        return len(files), sum(files.values())
 
     def counts(self) -> tuple[int, int, int]:
         """(sure duplicates ticked, similar members, similar members ticked) over every group."""
         sure = similar = ticked = 0
-        for g in self.groups:
+        for g in self._duplicates():
             chosen = self.moving(g)
             for m in g.members[1:]:
                 if self.sure(g, m):
@@ -119,7 +135,23 @@ class Selection:
 
     def plan(self) -> list[PlannedMove]:
         """The moves of a clean-up (core's :func:`plan_removals`, which refuses the unsafe)."""
-        return plan_removals(self.groups, selected=self.selected(), reference=self.reference)
+        dups = self._duplicates()
+        plan = plan_removals(dups, selected={g.keeper.key: self.moving(g) for g in dups}, reference=self.reference)
+        for g in self.groups:
+            if g.pair:
+                moving = self.moving(g)
+                for m in g.members:
+                    if m.item.key in moving:
+                        kept = next(x.item for x in g.members
+                                    if x.item.key in shot_keys(g, m.item.key) and x.item.key not in moving)
+                        plan.append(PlannedMove(m.item, kept))
+        once: dict[str, PlannedMove] = {}  # a shot moved whole and one kind of it: each file once
+        for p in plan:
+            once.setdefault(p.item.key, p)
+        return list(once.values())
+
+    def _duplicates(self) -> list[Group]:
+        return [g for g in self.groups if not g.pair]
 
     # -- changes -------------------------------------------------------------------------------
     def set_groups(self, groups: Sequence[Group]) -> None:
@@ -133,6 +165,11 @@ class Selection:
             return None
         if move and self.protected(m):
             return PROTECTED
+        if g.pair:
+            if move and _shot_left(g, self.moving(g) | {key}) is not None:
+                return WHOLE_SHOT
+            self.pair_ticks[key] = move
+            return None
         if move:
             why = _copies_left(g, self.moving(g) | {key})
             if why is not None:
@@ -142,19 +179,31 @@ class Selection:
 
     def keep_only(self, g: Group, key: str) -> None:
         """Keep *key* and move every other member of *g* (but the protected ones, and one copy of
-        each content with several copies)."""
+        each content with several copies). In the list of RAW+JPEG shots: move the other files of
+        *key*'s shot."""
+        if g.pair:
+            others = set(shot_keys(g, key)) - {key}
+            self._set(g, self._safe(g, [k for k in self.moving(g) if k != key] + sorted(others)))
+            return
         self._set(g, self._safe(g, [m.item.key for m in g.members if m.item.key != key]))
         self.kept[g.keeper.key] = key
 
+    def keep_kind(self, kind: str) -> None:
+        """Keep the RAW (*kind* "raw") or the JPEG ("jpeg") of every RAW+JPEG shot: tick the other
+        kind in the list of shots (not in protected folders)."""
+        for g in self.groups:
+            if g.pair:
+                self._set(g, self._safe(g, [m.item.key for m in g.members if kind_of(m.item) != kind]))
+
     def invert(self) -> None:
         """Swap ticked and unticked in every group, keeping the rules above."""
-        for g in self.groups:
+        for g in self._duplicates():
             moving = self.moving(g)
             self._set(g, self._safe(g, [m.item.key for m in g.members if m.item.key not in moving]))
 
     def select_similar(self) -> None:
         """Tick the members marked "similar — check" as well (the sure ones keep their ticks)."""
-        for g in self.groups:
+        for g in self._duplicates():
             keys = list(self.moving(g)) + [m.item.key for m in g.members[1:] if not self.sure(g, m)]
             self._set(g, self._safe(g, keys))
 
@@ -170,15 +219,18 @@ class Selection:
     def clear(self) -> None:
         self.overrides.clear()
         self.kept.clear()
+        self.pair_ticks.clear()
 
     def _safe(self, g: Group, keys: Iterable[str]) -> set[str]:
         """*keys* in order, each added only while the result stays safe (and unprotected)."""
         wanted, chosen = set(keys), set()
+        unsafe = _shot_left if g.pair else _copies_left
         for m in g.members:
-            if m.item.key in wanted and not self.protected(m) and _copies_left(g, chosen | {m.item.key}) is None:
+            if m.item.key in wanted and not self.protected(m) and unsafe(g, chosen | {m.item.key}) is None:
                 chosen.add(m.item.key)
         return chosen
 
     def _set(self, g: Group, keys: set[str]) -> None:
+        ticks = self.pair_ticks if g.pair else self.overrides
         for m in g.members:
-            self.overrides[m.item.key] = m.item.key in keys
+            ticks[m.item.key] = m.item.key in keys

@@ -48,11 +48,22 @@ class Member:
     score: float  # cosine to the keeper (1.0 for the keeper itself)
     exact: bool  # byte-identical to the keeper
     via: str = ""  # "" or the variant (mirror, rot90, rot180) through which it matched the keeper
+    # The other files of the member's RAW+JPEG shot (core.dedup.pairs): the shot is one member,
+    # kept or moved whole; empty for a photo that is no part of a shot.
+    partners: tuple[Item, ...] = ()
+
+    @property
+    def files(self) -> tuple[Item, ...]:
+        """The member's file and its shot's partners."""
+        return (self.item, *self.partners)
 
 
 @dataclass(frozen=True)
 class Group:
     members: tuple[Member, ...]  # the keeper first, then by score
+    # True for the list of RAW+JPEG shots (core.dedup.pairs.pairs_group): its members are the
+    # files of each shot side by side, none of them a duplicate of another.
+    pair: bool = False
 
     @property
     def keeper(self) -> Item:
@@ -60,8 +71,8 @@ class Group:
 
     @property
     def reclaimable(self) -> int:
-        """Bytes freed by removing every member but the keeper."""
-        return sum(m.item.size for m in self.members[1:])
+        """Bytes freed by removing every member but the keeper (a shot with its partners)."""
+        return 0 if self.pair else sum(it.size for m in self.members[1:] for it in m.files)
 
     @property
     def exact(self) -> bool:
@@ -79,7 +90,10 @@ class Group:
 def is_sure(member: Member, sure_level: float | None) -> bool:
     """Whether *member* is a sure duplicate of its keeper: byte-identical to it, or scoring at
     least *sure_level* (``Calibration.sure_level``). Without a sure level only exact copies are.
-    The rest of a group is above the threshold but may be a different photo of the same subject."""
+    The rest of a group is above the threshold but may be a different photo of the same subject.
+    A RAW+JPEG shot (a member with partners) is never sure: its RAW is a copy of nothing."""
+    if member.partners:
+        return False
     return member.exact or (sure_level is not None and member.score >= sure_level)
 
 
