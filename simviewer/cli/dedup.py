@@ -22,6 +22,7 @@ log = logging.getLogger("simviewer")
 # Kept here (not imported from core.dedup) so that --help stays instant.
 RULES_FOR_HELP = ("resolution", "size", "oldest", "newest", "shortest-path", "folder:DIR")
 STDOUT = "-"
+PAIR_CHOICES = ("keep-raw", "keep-jpeg")
 
 
 def add_parsers(sub, add_library_args) -> None:
@@ -35,7 +36,10 @@ def add_parsers(sub, add_library_args) -> None:
                                    "level); the others are listed as (similar, check): they may be another photo "
                                    "of the same subject, and are moved only with --include-similar. A clean-up "
                                    "never moves every copy of one photo's content. Every move is journalled "
-                                   "first: --undo puts the files back. Reference folders are never touched.")
+                                   "first: --undo puts the files back. Reference folders are never touched. A "
+                                   "camera's RAW and the JPEG beside it (same folder and name) are one shot, never "
+                                   "duplicates of each other: they are grouped as one photo, and one kind of each "
+                                   "goes only with --pairs.")
     p.add_argument("folder", metavar="FOLDER")
     p.add_argument("--threshold", type=float, default=None,
                    help="cosine similarity at or above which two photos are duplicates (default: the "
@@ -68,6 +72,10 @@ def add_parsers(sub, add_library_args) -> None:
     p.add_argument("--include-similar", action="store_true",
                    help="--trash/--move-to also move the members marked (similar, check): every non-keeper "
                         "but the last copy of a content")
+    p.add_argument("--pairs", choices=PAIR_CHOICES,
+                   help="clean up RAW+JPEG pairs instead of duplicates: keep the RAW (or the JPEG) of each shot "
+                        "and move the other file with --trash or --move-to DIR (--dry-run lists them); without "
+                        "it pairs are never touched")
     p.add_argument("--dry-run", action="store_true", help="say what --trash/--move-to would do, do nothing")
     add_library_args(p)
 
@@ -190,7 +198,11 @@ def cmd_dedup(args: argparse.Namespace) -> int:
     out = sys.stderr if STDOUT in (args.json, args.csv) else sys.stdout
     index = _up_to_date_index(library, args)
     calibration = library.calibration(index.model_fingerprint)
-    groups, threshold, reference = _find_groups(library, index, args, calibration)
+    if args.pairs and args.hardlink:
+        raise CliError("--hardlink is for byte-identical copies; a RAW and its JPEG are not: leave it out with --pairs")
+    if args.pairs and not (args.trash or args.move_to or args.dry_run):
+        raise CliError(f"--pairs {args.pairs} needs --trash or --move-to DIR (or --dry-run to see what would move)")
+    groups, threshold, reference, items = _find_groups(library, index, args, calibration)
     # Above the sure level a member is as alike as a typical edited copy; below it (but above the
     # threshold) it may be another photo of the same subject: listed to check, moved only on request.
     sure_level = calibration.sure_level if calibration is not None else None
@@ -199,6 +211,8 @@ def cmd_dedup(args: argparse.Namespace) -> int:
     _print_groups(groups, threshold, sure_level, index, args, out)
     if unreliable:
         print(f"warning: {calibration.summary()}", file=sys.stderr)
+    if args.pairs:  # not a matter of similarity: the calibration does not come into it
+        return _clean_up_pairs(library, items, reference, args, out)
     if not _acting(args):
         return 0
     if unreliable:
@@ -224,7 +238,7 @@ def _undo(library, args: argparse.Namespace) -> int:
 
 
 def _find_groups(library, index, args: argparse.Namespace, calibration):
-    """(groups, threshold, reference folders) of the command's options."""
+    """(groups, threshold, reference folders, the indexed items) of the command's options."""
     from ..core import dedup
 
     threshold = dedup.starting_threshold(calibration, args.threshold)
@@ -235,7 +249,7 @@ def _find_groups(library, index, args: argparse.Namespace, calibration):
     found = _search(library, index, args, floor)
     groups = found.groups(threshold, min_score=args.min_score, max_score=args.max_score, rules=rules,
                           reference=reference)
-    return groups, threshold, reference
+    return groups, threshold, reference, found.items
 
 
 def _write_reports(groups, threshold: float, sure_level: float | None, args: argparse.Namespace) -> None:
@@ -289,7 +303,6 @@ def _clean_up(library, groups, reference, sure_level: float | None, args: argpar
     """Move what :func:`plan_removals` plans (--dry-run: say what it would)."""
     from ..core import dedup
     from ..core.units import human_size
-    from . import CliError
 
     plan = dedup.plan_removals(groups, reference=reference, sure_level=sure_level,
                                include_similar=args.include_similar)
@@ -302,6 +315,36 @@ def _clean_up(library, groups, reference, sure_level: float | None, args: argpar
         print(f"dry run: would move {len(plan)} files ({human_size(sum(p.item.size for p in plan))}) to {where}",
               file=out)
         return 0
+    return _execute(library, plan, reference, args, out)
+
+
+def _clean_up_pairs(library, items, reference, args: argparse.Namespace, out: TextIO) -> int:
+    """Move one kind of each RAW+JPEG shot (--pairs keep-raw: the JPEGs), never in a reference
+    folder, through the same journalled moves as any clean-up (--dry-run: list them)."""
+    from ..core import dedup
+    from ..core.dedup.pairs import plan_shot_removals
+    from ..core.units import human_size
+
+    keep = args.pairs.removeprefix("keep-")
+    plan = [p for p in plan_shot_removals(items, keep) if not dedup.in_folders(p.item.path, reference)]
+    where = args.move_to or "the system trash"
+    kind = "RAW" if keep == "raw" else "JPEG"
+    if args.dry_run or not plan:
+        verb = "dry run: would move" if plan else "nothing to move:"
+        print(f"{verb} {len(plan)} files of RAW+JPEG pairs ({human_size(sum(p.item.size for p in plan))}) "
+              f"to {where}, keeping the {kind} of each", file=out)
+        for p in plan:
+            print(f"  {p.item.path}  (keeps {p.group_keeper.path.name})", file=out)
+        return 0
+    return _execute(library, plan, reference, args, out)
+
+
+def _execute(library, plan, reference, args: argparse.Namespace, out: TextIO) -> int:
+    """Carry out *plan* (journalled first), say what moved and how to undo it."""
+    from ..core import dedup
+    from . import CliError
+
+    where = args.move_to or "the system trash"
     result = None
     for ev in dedup.execute(plan, "move" if args.move_to else "trash", library.journal_dir, library.folder,
                             Path(args.move_to) if args.move_to else None, hardlink=args.hardlink,

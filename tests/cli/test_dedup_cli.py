@@ -75,3 +75,35 @@ def test_two_reports_cannot_share_stdout(indexed, capsys):
     code, out, err = run(capsys, "dedup", str(root), *common, "--json", "-", "--csv", "-")
     assert code == 1 and out == ""
     assert "only one report can go to stdout" in err
+
+
+def test_raw_jpeg_pairs_are_left_alone_unless_pairs_keeps_one_kind(capsys, tmp_path):
+    import numpy as np
+
+    from ..rawfiles import dng_bytes, jpeg_preview
+
+    root, dest = tmp_path / "photos", tmp_path / "moved"
+    shot = make_photo(700)
+    (root / "cam").mkdir(parents=True)
+    (root / "cam" / "IMG_7.DNG").write_bytes(dng_bytes(np.asarray(shot, np.float32) / 255, jpeg_preview(shot)))
+    write_jpeg(root / "cam" / "IMG_7.JPG", shot)
+    write_jpeg(root / "alone.jpg", make_photo(701))
+    common = ["--index-dir", str(tmp_path / "idx"), "--model", "resnet18", "--weights", "none"]
+    assert main(["index", str(root), *common]) == 0
+    common += ["--threshold", "0.995"]
+    files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+    # The RAW and its JPEG are one shot, not duplicates: a clean-up of duplicates moves neither.
+    code, out, err = run(capsys, "dedup", str(root), *common, "--move-to", str(dest))
+    assert code == 0 and "0 groups of near-duplicates" in out and not dest.exists()
+    code, out, err = run(capsys, "dedup", str(root), *common, "--pairs", "keep-raw")
+    assert code == 1 and "needs --trash or --move-to" in err
+    code, out, err = run(capsys, "dedup", str(root), *common, "--pairs", "keep-raw", "--dry-run",
+                         "--move-to", str(dest))
+    assert code == 0 and "dry run: would move 1 files of RAW+JPEG pairs" in out and "keeping the RAW" in out
+    assert f"{root / 'cam' / 'IMG_7.JPG'}  (keeps IMG_7.DNG)" in out and not dest.exists()
+    code, out, err = run(capsys, "dedup", str(root), *common, "--pairs", "keep-raw", "--move-to", str(dest))
+    assert code == 0 and (dest / "cam" / "IMG_7.JPG").is_file()
+    assert (root / "cam" / "IMG_7.DNG").is_file() and not (root / "cam" / "IMG_7.JPG").exists()
+    assert (root / "alone.jpg").is_file()  # a JPEG without a RAW is no pair
+    code, out, err = run(capsys, "dedup", str(root), *common, "--undo")
+    assert code == 0 and sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()) == files
