@@ -1,4 +1,5 @@
-"""The window's dialogs: how to go on without ImageNet weights, and the list of skipped files."""
+"""The window's dialogs: its questions and errors (the tabs' ``Feedback``), how to go on without
+ImageNet weights, and the list of skipped files."""
 
 from __future__ import annotations
 
@@ -19,6 +20,37 @@ from PySide6.QtWidgets import (
 
 from ..core.embedder import WeightsUnavailable
 from ..core.registry import ARCHITECTURES, BUNDLED_ARCH
+
+
+class MessageBoxFeedback:
+    """``Feedback`` through modal message boxes, for a window that has ``say(text)``. The box last
+    asked is kept in ``asked`` and the last error in ``last_error``; tests answer a box by replacing
+    ``exec_dialog``."""
+
+    last_error: tuple[str, str] | None = None
+    asked: QMessageBox | None = None
+
+    def exec_dialog(self, box: QMessageBox):
+        """Run a modal message box; returns the button clicked."""
+        box.exec()
+        return box.clickedButton()
+
+    def ask(self, title: str, text: str, yes: str, no: str = "Cancel", *, informative: str = "",
+            details: str = "") -> bool:
+        box = QMessageBox(QMessageBox.Icon.Question, title, text, parent=self)
+        box.setInformativeText(informative)
+        if details:
+            box.setDetailedText(details)
+        go = box.addButton(yes, QMessageBox.ButtonRole.AcceptRole)
+        box.addButton(no, QMessageBox.ButtonRole.RejectRole)
+        self.asked = box
+        return self.exec_dialog(box) is go
+
+    def error(self, title: str, text: str) -> None:
+        self.last_error = (title, text)
+        self.say(f"{title}: {text.splitlines()[0]}")
+        self.exec_dialog(QMessageBox(QMessageBox.Icon.Warning, title, text, QMessageBox.StandardButton.Ok, self))
+
 
 # What the offline dialog's buttons answer.
 IMPORT_FILE, USE_BUNDLED, UNTRAINED = "file", "bundled", "untrained"

@@ -12,12 +12,11 @@ from pathlib import Path
 
 from PySide6.QtCore import QByteArray, QSettings, QTimer
 from PySide6.QtGui import QAction, QKeySequence
-from PySide6.QtWidgets import QApplication, QFileDialog, QFrame, QMainWindow, QMessageBox, QScrollArea, QTabWidget
+from PySide6.QtWidgets import QApplication, QFileDialog, QFrame, QMainWindow, QScrollArea, QTabWidget
 
-from ..core.embedder import Embedder, EmbedderError, WeightsUnavailable, checkpoint_arch
-from ..core.registry import BUNDLED_ARCH
-from .dialogs import IMPORT_FILE, USE_BUNDLED, offline_box
+from .dialogs import MessageBoxFeedback
 from .explain import ExplainService, ModelInfoDialog
+from .model_switch import ModelSwitch
 from .session import LibrarySession
 from .tabs.duplicates_tab import DuplicatesTab
 from .tabs.library_tab import EMPTY_TEXT, LibraryTab
@@ -40,7 +39,7 @@ class Tabs(QTabWidget):
                 return
 
 
-class MainWindow(QMainWindow):
+class MainWindow(MessageBoxFeedback, QMainWindow):
     def __init__(self, settings: QSettings | None = None, index_root: Path | None = None) -> None:
         super().__init__()
         self.setWindowTitle("simviewer")
@@ -50,9 +49,8 @@ class MainWindow(QMainWindow):
         self.settings = self.session.settings
         self.thumbnails = ThumbnailService(None, self)
         self.explain = ExplainService(self)
-        self.last_error: tuple[str, str] | None = None
-        self.asked: QMessageBox | None = None
         self.picker = ModelPicker(self.session)
+        self.models = ModelSwitch(self.session, self.picker, self, lambda: self.tabs.setCurrentWidget(self.library_tab))
         self.library_tab = LibraryTab(self.session, self.thumbnails, self, self.explain)
         self.duplicates = DuplicatesTab(self.session, self.thumbnails, self, self.explain)
         self.training = TrainingTab(self.session, self)
@@ -95,14 +93,14 @@ class MainWindow(QMainWindow):
     def _wire(self) -> None:
         s = self.session
         s.opened.connect(self._opened)
-        s.failed.connect(self._index_failed)
-        self.picker.use_requested.connect(self._switch_model)
+        s.failed.connect(self.models.index_failed)
+        self.picker.use_requested.connect(self.models.switch)
         self.library_tab.message.connect(self.say)
         self.library_tab.open_requested.connect(self.open_folder)
         self.duplicates.finetune_requested.connect(lambda: self.tabs.setCurrentWidget(self.training))
         self.duplicates.show_in_library.connect(self.show_in_library)
         self.training.model_trained.connect(lambda _path: self.picker.refresh())
-        self.training.use_model_requested.connect(self.use_model)
+        self.training.use_model_requested.connect(self.models.use_model)
         self.explain.failed.connect(lambda q, m, why: self.say(f"No heat map for {Path(m).name}: {why}"))
 
     # -- window layout, kept between runs ------------------------------------------------------
@@ -152,53 +150,6 @@ class MainWindow(QMainWindow):
         self.tabs.setCurrentWidget(self.library_tab)
         self.library_tab.show_photo(path)
 
-    # -- models --------------------------------------------------------------------------------
-    def _switch_model(self, arch: str, weights: str) -> None:
-        """The explicit switch ("Use model"): re-index the open library with this model."""
-        if self.session.library is None:
-            return
-        try:
-            # A checkpoint names its architecture: it wins over the box (which may show another).
-            embedder = Embedder(None if os.path.isfile(weights) and checkpoint_arch(weights) else arch, weights)
-        except Exception as exc:
-            self.error("Cannot use this model", str(exc))
-            return
-        self.session.use_model(embedder)
-
-    def use_model(self, arch: str, weights: str) -> None:
-        """Switch the library to *arch* with *weights* (a fine-tuned checkpoint) and show it."""
-        self.picker.set_choice(arch, weights)
-        self.tabs.setCurrentWidget(self.library_tab)
-        self.picker.request_use()
-
-    def _index_failed(self, exc: Exception) -> None:
-        if isinstance(exc, WeightsUnavailable):
-            # The user's own choice, or the model this library was indexed with: they decide.
-            self.offer_offline_choices(exc)
-        elif isinstance(exc, EmbedderError):
-            self.error("Cannot use this model", f"{exc}\n\nThe photos indexed before can still be browsed. "
-                       "To index new ones, choose a model in the toolbar and press “Use model”.")
-        else:
-            self.error("Indexing failed", f"{exc}\n\nCheck the folder and try again.")
-
-    def offer_offline_choices(self, exc: WeightsUnavailable) -> None:
-        box, answers = offline_box(exc, self)
-        self.last_error = ("offline", str(exc))
-        self.say("ImageNet weights are not available: choose how to go on")
-        choice = answers.get(self.exec_dialog(box))
-        if choice == IMPORT_FILE:
-            path, _ = QFileDialog.getOpenFileName(self, "Weights file", str(Path.home()),
-                                                  "PyTorch weights (*.pt *.pth)")
-            if not path:
-                return
-            self.picker.set_choice(None, path)
-        elif choice is not None:
-            self.picker.set_choice(BUNDLED_ARCH, "imagenet") if choice == USE_BUNDLED \
-                else self.picker.set_choice(None, "none")
-        else:
-            return
-        self.picker.request_use()
-
     def show_model_info(self) -> None:
         index = self.session.index
         if index is None:
@@ -226,30 +177,9 @@ class MainWindow(QMainWindow):
         self.tabs.setCurrentWidget(self.library_tab)
         self.library_tab.paste(QApplication.clipboard())
 
-    # -- Feedback: messages and questions ------------------------------------------------------
+    # -- Feedback (questions and errors: MessageBoxFeedback) ----------------------------------
     def say(self, text: str) -> None:
         self.status.say(text)
-
-    def exec_dialog(self, box: QMessageBox):
-        """Run a modal message box; returns the button clicked. Tests replace this to answer it."""
-        box.exec()
-        return box.clickedButton()
-
-    def ask(self, title: str, text: str, yes: str, no: str = "Cancel", *, informative: str = "",
-            details: str = "") -> bool:
-        box = QMessageBox(QMessageBox.Icon.Question, title, text, parent=self)
-        box.setInformativeText(informative)
-        if details:
-            box.setDetailedText(details)
-        go = box.addButton(yes, QMessageBox.ButtonRole.AcceptRole)
-        box.addButton(no, QMessageBox.ButtonRole.RejectRole)
-        self.asked = box
-        return self.exec_dialog(box) is go
-
-    def error(self, title: str, text: str) -> None:
-        self.last_error = (title, text)
-        self.say(f"{title}: {text.splitlines()[0]}")
-        self.exec_dialog(QMessageBox(QMessageBox.Icon.Warning, title, text, QMessageBox.StandardButton.Ok, self))
 
     # -- closing -------------------------------------------------------------------------------
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt API)
