@@ -16,6 +16,7 @@ from PySide6.QtCore import QAbstractListModel, QAbstractTableModel, QModelIndex,
 from PySide6.QtGui import QBrush, QColor, QIcon
 
 from ..core import dedup
+from ..core.dedup.pairs import shot_name
 from ..core.dedup.selection import Selection
 from ..core.units import human_size
 
@@ -24,6 +25,9 @@ MOVE_COLOUR = QColor(192, 57, 43)
 CHECK_COLOUR = QColor(202, 111, 30)  # amber: similar, but maybe another photo of the same subject
 CHECK_TEXT = "similar — check"
 KEEP_MARK = "★ keep  "
+PAIR_TEXT = "RAW+JPEG pair"
+PAIR_TIP = ("A camera's RAW and the JPEG it wrote beside it: one shot, not duplicates. Nothing is ticked; "
+            "Select → Keep the RAW (or the JPEG) of each pair ticks the other kind.")
 CHECK_TIP = ("Above the threshold, but less alike than a typical edited copy of your photos: it may be another "
              "shot of the same subject. Not selected unless you tick it.")
 
@@ -110,9 +114,12 @@ class GroupsModel(QAbstractListModel):
 
     def text(self, g: dedup.Group) -> str:
         sel = self.selection
-        kind = "exact copies" if g.exact else f"≥ {min(m.score for m in g.members) * 100:.2f} %"
         moving = sel.moving(g)
         size = sum(m.item.size for m in g.members if m.item.key in moving)
+        if g.pair:
+            return (f"RAW+JPEG pairs ({len({shot_name(m.item) for m in g.members})})\n"
+                    f"one shot each, not duplicates\n{len(moving)} to move · {human_size(size)}")
+        kind = "exact copies" if g.exact else f"≥ {min(m.score for m in g.members) * 100:.2f} %"
         check = sum(not sel.sure(g, m) for m in g.members[1:])
         kept = sel.keeper(g).item
         return (f"{len(g.members)} photos · {kind}\n{kept.path.name} · {folder_of(kept.path, self.root)}\n"
@@ -190,8 +197,10 @@ class MembersModel(QAbstractTableModel):
         return base
 
     def name(self, m: dedup.Member) -> str:
-        """The photo's name, and its folder on a second line."""
-        return f"{m.item.path.name}\n{folder_of(m.item.path, self.root)}"
+        """The photo's name (a RAW+JPEG shot's with its partners' kinds: "IMG_1.CR2 + JPG"), and its
+        folder on a second line."""
+        kinds = "".join(f" + {p.path.suffix.lstrip('.').upper()}" for p in m.partners)
+        return f"{m.item.path.name}{kinds}\n{folder_of(m.item.path, self.root)}"
 
     def data(self, index: QModelIndex, role: int = Qt.ItemDataRole.DisplayRole):
         m = self.member(index.row())
@@ -220,7 +229,9 @@ class MembersModel(QAbstractTableModel):
         if col == MOVE:
             return "protected" if self.selection.protected(m) else ""
         if col == PHOTO:
-            return (KEEP_MARK if self.selection.keeper(g) is m else "") + self.name(m)
+            return (KEEP_MARK if self.selection.keeper(g) is m and not g.pair else "") + self.name(m)
+        if col == SIMILARITY and g.pair:
+            return PAIR_TEXT
         if col == SIMILARITY:
             keeper = m is g.members[0]
             similar = not keeper and not self.selection.sure(g, m)
@@ -238,15 +249,17 @@ class MembersModel(QAbstractTableModel):
         if col == PHOTO:
             if m.item.key in self.selection.moving(g):
                 return QBrush(MOVE_COLOUR)
-            if self.selection.keeper(g) is m:
+            if self.selection.keeper(g) is m and not g.pair:
                 return QBrush(KEEP_COLOUR)
-        if col == SIMILARITY and m is not g.members[0] and not self.selection.sure(g, m):
+        if col == SIMILARITY and m is not g.members[0] and not self.selection.sure(g, m) and not g.pair:
             return QBrush(CHECK_COLOUR)
         return None
 
     def _tooltip(self, g: dedup.Group, m: dedup.Member, col: int) -> str | None:
         if col == MOVE:
             return self._move_tip(g, m)
+        if col == SIMILARITY and g.pair:
+            return PAIR_TIP
         if col == SIMILARITY and m is not g.members[0] and not self.selection.sure(g, m):
             return CHECK_TIP
         if col == PHOTO:
@@ -259,6 +272,10 @@ class MembersModel(QAbstractTableModel):
             return "In a protected folder: never moved"
         if m.item.key in sel.moving(g):
             return "Moved by the clean-up; untick to keep it"
+        if g.pair:
+            return "Stays; tick to move it (the other file of its shot stays)"
+        if m.partners:
+            return "A RAW+JPEG shot: stays; tick to move both of its files"
         if sel.keeper(g) is m:
             return "The photo kept of this group"
         copies = sum(x.item.hash == m.item.hash for x in g.members)

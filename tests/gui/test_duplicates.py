@@ -510,3 +510,63 @@ def test_the_rule_order_dialog_offers_only_rules_core_knows(qtbot):
     assert dialog.rules() == ("resolution", "size")
     dialog.list.item(dialog.list.count() - 1).setCheckState(Qt.CheckState.Checked)
     assert len(dialog.rules()) == 3
+
+
+def test_a_raw_jpeg_pair_is_grouped_as_a_pair_and_not_ticked(qtbot, tab, tmp_path):
+    import numpy as np
+
+    from simviewer.core.dedup.selection import WHOLE_SHOT
+
+    from ..rawfiles import dng_bytes, jpeg_preview
+
+    root = tmp_path / "photos"
+    (root / "cam").mkdir(parents=True)
+    for n, seed in ((7, 60), (8, 61)):
+        im = make_photo(seed)
+        (root / "cam" / f"IMG_{n}.DNG").write_bytes(dng_bytes(np.asarray(im, np.float32) / 255, jpeg_preview(im)))
+        write_jpeg(root / "cam" / f"IMG_{n}.JPG", im)
+    (root / "backup").mkdir()
+    (root / "backup" / "IMG_7.JPG").write_bytes((root / "cam" / "IMG_7.JPG").read_bytes())
+    write_jpeg(root / "loner.jpg", make_photo(62))
+    before = {p.relative_to(root).as_posix(): file_digest(p) for p in root.rglob("*") if p.is_file()}
+    open_folder(qtbot, tab, root)
+    find_groups(qtbot, tab)
+    # Across shots the pair is one item: the backup copy is judged against the shot (both files in one
+    # member), and is the one thing the rules tick; neither file of a shot is ever a duplicate of the other.
+    (g,) = tab.groups
+    shot, backup = g.members
+    assert {it.key for it in shot.files} == {"cam/IMG_7.DNG", "cam/IMG_7.JPG"}
+    assert backup.item.key == "backup/IMG_7.JPG" and backup.exact
+    assert tab.selection.moving(g) == {"backup/IMG_7.JPG"}
+    # The last entry of the list is the pairs: each shot's RAW beside its JPEG, nothing ticked.
+    rows = tab.groups_model.rowCount()
+    assert rows == 2 and tab.groups_model.data(tab.groups_model.index(1)).startswith("RAW+JPEG pairs (2)")
+    tab.choose_group(1)
+    model = tab.members_model
+    assert [m.item.key for m in model.group.members] == ["cam/IMG_7.DNG", "cam/IMG_7.JPG", "cam/IMG_8.DNG",
+                                                         "cam/IMG_8.JPG"]
+    assert not any(ticked(tab, r) for r in range(4))
+    assert model.data(model.index(0, SIMILARITY)) == "RAW+JPEG pair"
+    assert tick(tab, 1) and not tick(tab, 0)  # one file of each shot always stays
+    assert tab.actions_bar.status.text() == WHOLE_SHOT
+    # Select → Keep the RAW of each pair ticks every JPEG of a pair, and the clean-up moves them, undoably.
+    assert tab.actions_bar.keep_raw_action.isEnabled()
+    tab.actions_bar.keep_raw_action.trigger()
+    assert [ticked(tab, r) for r in range(4)] == [False, True, False, True]
+    assert tab.planned()[0] == 3  # the two JPEGs of the pairs and the backup copy
+    yes_to_cleanup(tab)
+    bar = tab.actions_bar
+    bar.action_box.setCurrentIndex(bar.action_box.findData("move"))
+    dest = tmp_path / "removed"
+    tab.clean_up(move_to=dest)
+    qtbot.waitUntil(lambda: not tab.cleanup.acting, timeout=30_000)
+    assert sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*.JPG")) == [
+        "backup/IMG_7.JPG", "cam/IMG_7.JPG", "cam/IMG_8.JPG"]
+    assert (root / "cam" / "IMG_7.DNG").is_file() and (root / "cam" / "IMG_8.DNG").is_file()
+    wait_indexed(qtbot, tab)
+    qtbot.waitUntil(lambda: not tab.cleanup.acting and bar.undo_button.isEnabled(), timeout=30_000)
+    bar.undo_button.click()
+    qtbot.waitUntil(lambda: not tab.cleanup.acting, timeout=30_000)
+    assert {p.relative_to(root).as_posix(): file_digest(p) for p in root.rglob("*") if p.is_file()} == before
+    wait_indexed(qtbot, tab)
+    qtbot.waitUntil(lambda: not tab.finding, timeout=60_000)

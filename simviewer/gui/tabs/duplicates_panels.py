@@ -300,6 +300,13 @@ class CleanupBar(QWidget):
         self.none_action = QAction("None", self)
         for action in (self.rules_action, self.similar_action, self.invert_action, self.none_action):
             menu.addAction(action)
+        menu.addSeparator()
+        # A camera's RAW and JPEG of one shot are never ticked against each other; these keep one kind.
+        self.keep_raw_action = QAction("Keep the RAW of each pair", self)
+        self.keep_jpeg_action = QAction("Keep the JPEG of each pair", self)
+        for action, kind, other in ((self.keep_raw_action, "RAW", "JPEG"), (self.keep_jpeg_action, "JPEG", "RAW")):
+            action.setToolTip(f"In the RAW+JPEG pairs, tick the {other} of every shot so that only its {kind} stays")
+            menu.addAction(action)
         self.select_button.setMenu(menu)
         self.action_box = QComboBox()  # the clean-up's modes (duplicates_actions.MODES)
         self.export_button = QPushButton("Export report…")

@@ -8,7 +8,9 @@ the report are ``duplicates_actions.Cleanup``.
 
 Only sure duplicates (exact copies, and members at or above the calibration's sure level) are
 pre-selected; the other members are marked "similar — check" and ticked only by hand or with
-Select → Similar ones too.
+Select → Similar ones too. A camera's RAW and the JPEG beside it are one shot: inside a group the
+shot is one member (both files), and the list's last entry, "RAW+JPEG pairs", shows every shot's
+files side by side, none ticked until Select → Keep the RAW (or the JPEG) of each pair.
 
 The tab is given the session (library, index, indexing), the thumbnail service, the window's
 ``ask``/``error`` and the explain service; what it wants from the window is a signal.
@@ -26,6 +28,7 @@ from PySide6.QtWidgets import QLabel, QStackedWidget, QVBoxLayout, QWidget
 
 from ...core import dedup
 from ...core.calibration import Calibration, CalibrationProgress
+from ...core.dedup.pairs import pairs_group, shot_keys
 from ...core.dedup.selection import Selection
 from ...core.units import human_size
 from ..duplicates_models import (
@@ -62,16 +65,39 @@ def _identity(cal: Calibration | None) -> tuple[str, float] | None:
 def caption(m: dedup.Member, g: dedup.Group, selection: Selection, root: Path | None, text_colour) -> str:
     """What happens to *m* (moved, kept, stays), its name and folder (two photos of one name are
     told apart), size, date and score, above its picture."""
-    it, moving, keeper = m.item, selection.moving(g), selection.keeper(g)
+    it, moving, keeper = m.item, selection.moving(g), None if g.pair else selection.keeper(g)
     fate = "will be moved" if it.key in moving else "★ KEEP" if m is keeper else "stays (not ticked)"
     colour = MOVE_COLOUR if it.key in moving else KEEP_COLOUR if m is keeper else text_colour
-    score = "" if m is g.members[0] else " · " + score_text(m, False)
-    if m is not g.members[0] and not selection.sure(g, m):
+    score = " · RAW+JPEG pair" if g.pair else "" if m is g.members[0] else " · " + score_text(m, False)
+    if m is not g.members[0] and not selection.sure(g, m) and not g.pair:
         score += f" · <span style='color:{CHECK_COLOUR.name()}'>{CHECK_TEXT}</span>"
     res = f"{it.width}×{it.height}, " if it.width else ""
     return (f"<b style='color:{colour.name()}'>{fate}</b> &nbsp; {it.path.name} "
             f"<span style='color:gray'>in {folder_of(it.path, root)}</span> — "
             f"{res}{human_size(it.size)}, {photo_date(it)}{score}")
+
+
+def panes_pair(g: dedup.Group, row: int, selection: Selection) -> tuple[dedup.Member, dedup.Member]:
+    """The two members the panes show for the chosen *row*: the kept one beside it (beside the
+    next one when it is the kept one); in the list of RAW+JPEG pairs, the shot's two files."""
+    chosen = g.members[row]
+    if g.pair:
+        shot = [m for m in g.members if m.item.key in shot_keys(g, chosen.item.key)]
+        return shot[0], next((m for m in shot if m is not shot[0]), shot[0])
+    keeper = selection.keeper(g)
+    return keeper, chosen if chosen is not keeper else next((m for m in g.members if m is not keeper), keeper)
+
+
+def summary_text(groups: list[dedup.Group], selection: Selection, threshold: float, digits: int,
+                 untrained: str) -> str:
+    """The line above the groups: how many, what they reclaim, what is selected."""
+    files, size = selection.planned()
+    sure, similar, ticked = selection.counts()
+    return (f"{len(groups)} groups at ≥ {threshold * 100:.{digits}f} % similarity"
+            f"{untrained}: {sum(len(g.members) - 1 for g in groups)} duplicates, "
+            f"{human_size(sum(g.reclaimable for g in groups))} to reclaim; "
+            f"{sure} sure duplicates selected, {similar} similar to check"
+            + (f" ({ticked} ticked)" if ticked else "") + f"; {files} selected ({human_size(size)})")
 
 
 class DuplicatesTab(QWidget):
@@ -86,6 +112,7 @@ class DuplicatesTab(QWidget):
         self.search: dedup.DuplicateSearch | None = None
         self._search_for: tuple[object, bool] | None = None  # (the index, invariant) search was made from
         self.groups: list[dedup.Group] = []
+        self.shown: list[dedup.Group] = []  # the groups, then the list of RAW+JPEG pairs if any
         self.selection = Selection()
         # The library's calibration for its index's model (core.calibration): the threshold starts
         # there, and without one there is no threshold at all (nothing to search with).
@@ -157,6 +184,8 @@ class DuplicatesTab(QWidget):
         act.similar_action.triggered.connect(lambda: self._select(self.selection.select_similar))
         act.invert_action.triggered.connect(lambda: self._select(self.selection.invert))
         act.none_action.triggered.connect(lambda: self._select(self.selection.select_none))
+        act.keep_raw_action.triggered.connect(lambda: self._select(lambda: self.selection.keep_kind("raw")))
+        act.keep_jpeg_action.triggered.connect(lambda: self._select(lambda: self.selection.keep_kind("jpeg")))
         # clicked(bool) must not reach clean_up's move_to: the lambda drops it.
         act.act_button.clicked.connect(lambda: self.clean_up())
         act.undo_button.clicked.connect(lambda: self.cleanup.undo())
@@ -352,7 +381,7 @@ class DuplicatesTab(QWidget):
     def mark_not_duplicates(self) -> None:
         """Remember the chosen member and its keeper as different photos, then regroup."""
         g, m, library = self.current_group(), self.current_member(), self.session.library
-        if g is None or m is None or m.item.key == g.keeper.key or library is None or self.search is None:
+        if g is None or m is None or m.item.key == g.keeper.key or library is None or self.search is None or g.pair:
             return
         with library.open_catalog() as cat:
             cat.ignore_pair(g.keeper.hash, m.item.hash)
@@ -362,7 +391,7 @@ class DuplicatesTab(QWidget):
 
     def clean_up(self, move_to: Path | None = None) -> None:
         """Move what is selected (asks for a folder where the mode needs one, then to confirm)."""
-        if self.session.library is None or not self.groups or self.cleanup.acting:
+        if self.session.library is None or not self.shown or self.cleanup.acting:
             return
         try:
             plan = self.selection.plan()
@@ -374,7 +403,7 @@ class DuplicatesTab(QWidget):
     # -- display -------------------------------------------------------------------------------
     def current_group(self) -> dedup.Group | None:
         row = self.browser.current_row()
-        return self.groups[row] if 0 <= row < len(self.groups) else None
+        return self.shown[row] if 0 <= row < len(self.shown) else None
 
     def current_member(self) -> dedup.Member | None:
         return self.members_model.member(self.browser.member_row()) if self.current_group() else None
@@ -386,12 +415,14 @@ class DuplicatesTab(QWidget):
         self.browser.table.setCurrentIndex(self.members_model.index(row, 1))
 
     def _show_groups(self, keep: str | None = None) -> None:
-        self.selection.set_groups(self.groups)
+        pairs = pairs_group(self.search.items) if self.search is not None else None
+        self.shown = self.groups + ([pairs] if pairs is not None else [])
+        self.selection.set_groups(self.shown)
         self.selection.sure_level, self.selection.reference = self.sure_level(), list(self.reference)
         root = self.session.library.folder if self.session.library else None
-        self.groups_model.set_groups(self.groups, self.selection, root)
-        if self.groups:
-            row = next((n for n, g in enumerate(self.groups) if g.keeper.key == keep), 0)
+        self.groups_model.set_groups(self.shown, self.selection, root)
+        if self.shown:
+            row = next((n for n, g in enumerate(self.shown) if g.keeper.key == keep), 0)
             self.choose_group(row)
             self._group_chosen()
         else:
@@ -403,17 +434,10 @@ class DuplicatesTab(QWidget):
         if self.search is None:
             self._update_buttons()
             return
-        files, size = self.planned()
         index = self.session.index
         untrained = " (untrained model)" if index and index.manifest["model"].get("untrained") else ""
-        sure, similar, ticked = self.selection.counts()
-        self.summary.setText(
-            f"{len(self.groups)} groups at ≥ {self.threshold * 100:.{2 if self.floor < 0.9 else 4}f} % similarity"
-            f"{untrained}: {sum(len(g.members) - 1 for g in self.groups)} duplicates, "
-            f"{human_size(sum(g.reclaimable for g in self.groups))} to reclaim; "
-            f"{sure} sure duplicates selected, {similar} similar to check"
-            + (f" ({ticked} ticked)" if ticked else "") + f"; {files} selected ({human_size(size)})"
-        )
+        self.summary.setText(summary_text(self.groups, self.selection, self.threshold,
+                                          2 if self.floor < 0.9 else 4, untrained))
         self._update_buttons()
 
     def _group_chosen(self) -> None:
@@ -428,9 +452,7 @@ class DuplicatesTab(QWidget):
         g = self.current_group()
         if g is None or not 0 <= row < len(g.members):
             return
-        keeper = self.selection.keeper(g)
-        other = g.members[row] if g.members[row] is not keeper else next(
-            (m for m in g.members if m is not keeper), keeper)
+        keeper, other = panes_pair(g, row, self.selection)
         root = self.session.library.folder if self.session.library else None
         colour = self.palette().text().color()
         self.panes.show_pair(caption(keeper, g, self.selection, root, colour), keeper.item.path,
@@ -461,13 +483,15 @@ class DuplicatesTab(QWidget):
                                    "There is no calibrated threshold for this library's model yet")
         bar.slider.setEnabled(calibrated)
         self.strip.calibrate_button.setEnabled(not s.indexing)
-        have = bool(self.groups) and not busy
-        files, size = self.planned() if self.groups else (0, 0)
+        have = bool(self.shown) and not busy
+        files, size = self.planned() if self.shown else (0, 0)
         act.act_button.setText(f"Clean up {files} photos ({human_size(size)})…" if files else "Clean up")
         for w in (act.select_button, act.rules_action, act.none_action, act.invert_action, act.export_button,
                   self.browser.keep_button, self.browser.not_dup_button, self.browser.compare_button):
             w.setEnabled(have)
         level = self.sure_level() if self.groups else None
         act.similar_action.setEnabled(have and any(g.to_check(level) for g in self.groups))
+        for w in (act.keep_raw_action, act.keep_jpeg_action):
+            w.setEnabled(have and self.shown[-1].pair)
         act.act_button.setEnabled(have and files > 0)
         act.undo_button.setEnabled(s.library is not None and not busy and self.cleanup.undoable_journal() is not None)
