@@ -287,11 +287,16 @@ def _print_groups(groups, threshold: float, sure_level: float | None, index, arg
         return
     for g in groups[:50] if _acting(args) else groups:
         kind = " (exact copies)" if g.exact else ""
-        print(f"keep {g.keeper.path}{kind}", file=out)
+        print(f"keep {g.keeper.path}{_partners(g.members[0])}{kind}", file=out)
         for m in g.members[1:]:
             how = f"  ({m.via})" if m.via else ""
             mark = "" if dedup.is_sure(m, sure_level) else "  (similar, check)"
-            print(f"  {m.score * 100:6.2f}%  {m.item.path}{how}{mark}", file=out)
+            print(f"  {m.score * 100:6.2f}%  {m.item.path}{_partners(m)}{how}{mark}", file=out)
+
+
+def _partners(m) -> str:
+    """" + IMG_1.JPG" after a RAW+JPEG shot's lead file: the shot is kept or moved whole."""
+    return "".join(f" + {p.path.name}" for p in m.partners)
 
 
 def _acting(args: argparse.Namespace) -> bool:

@@ -162,3 +162,24 @@ def test_protected_members_have_no_check_box(setup):
     assert model.data(model.index(1, MOVE)) == "protected"
     assert model.data(model.index(1, MOVE), Qt.ItemDataRole.CheckStateRole) is None
     assert not model.flags(model.index(1, MOVE)) & Qt.ItemFlag.ItemIsUserCheckable
+
+
+def test_a_raw_jpeg_shot_is_one_row_and_the_pairs_list_marks_no_keeper(qtbot):
+    from simviewer.core.dedup.pairs import pairs_group
+
+    raw, jpeg = item("cam/IMG_1.CR2", size=9000), item("cam/IMG_1.JPG")
+    g = Group((Member(raw, 1.0, True, partners=(jpeg,)), Member(item("bak/IMG_1.JPG", "h-cam/IMG_1.JPG"), 1.0, True)))
+    pairs = pairs_group([raw, jpeg])
+    sel = Selection([g, pairs], sure_level=0.99)
+    members = MembersModel()
+    members.set_group(g, sel, ROOT)
+    assert members.data(members.index(0, PHOTO)).startswith(KEEP_MARK + "IMG_1.CR2 + JPG\ncam")
+    assert checked(members, 1) and g.reclaimable == 1000  # the backup goes; the shot's JPEG stays with it
+    members.set_group(pairs, sel, ROOT)
+    assert [members.data(members.index(r, PHOTO)).split("\n")[0] for r in range(2)] == ["IMG_1.CR2", "IMG_1.JPG"]
+    assert [members.data(members.index(r, SIMILARITY)) for r in range(2)] == ["RAW+JPEG pair"] * 2
+    assert not checked(members, 0) and not checked(members, 1)
+    groups = GroupsModel()
+    groups.set_groups([g, pairs], sel, ROOT)
+    assert groups.data(groups.index(1)).split("\n") == ["RAW+JPEG pairs (1)", "one shot each, not duplicates",
+                                                        "0 to move · 0 B"]
