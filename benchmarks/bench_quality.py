@@ -53,7 +53,7 @@ import make_neardup_set as neardup  # noqa: E402
 
 from simviewer.core import dedup, evaluate  # noqa: E402
 from simviewer.core.calibration import CALIBRATION_FILE  # noqa: E402
-from simviewer.core.library import Library, VariantVectors, final_summary  # noqa: E402
+from simviewer.core.library import Library, final_summary  # noqa: E402
 from simviewer.core.system import usable_cores  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
@@ -188,8 +188,8 @@ def invariant(ix: Indexed, embedder) -> np.ndarray:
     """Similarities scored at their best over the mirrored/rotated copies (as cmd_eval --invariant)."""
     t = time.perf_counter()
     result = None
-    for ev in ix.library.variant_vectors(embedder, [(it.hash, it.path) for it in ix.items]):
-        if isinstance(ev, VariantVectors):
+    for ev in dedup.variant_vectors(ix.library, embedder, [(it.hash, it.path) for it in ix.items]):
+        if isinstance(ev, dedup.VariantVectors):
             result = ev
     ix.seconds["variants"] = time.perf_counter() - t
     sim = ix.vectors @ ix.vectors.T

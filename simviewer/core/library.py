@@ -26,9 +26,7 @@ from . import calibration as calib
 from .calibration import Calibration, CalibrationError, CalibrationProgress
 from .catalog import Catalog, FileRecord
 from .decoding import DECODER_NICE, DecoderPool, Prepared, ThreadDecoders, default_decoders, prepare_file
-from .dedup import finder as dedup_finder
 from .dedup.actions import journalled_hashes
-from .dedup.types import VariantProgress, VariantVectors  # noqa: F401 (imported from here by callers)
 from .embedder import Embedder
 from .images import ARRAY_VARIANTS, VARIANTS, WalkErrors, walk_images
 from .index import AnnIndex, clean_index_folder, read_manifest, usable_manifest
@@ -563,12 +561,6 @@ class Library:
         """Content hashes of files moved away by a clean-up that can still be undone: their
         vectors are kept, so an undo costs no embedding."""
         return journalled_hashes(self.journal_dir)
-
-    def variant_vectors(
-        self, embedder: Embedder, files: list[tuple[str, Path]], kinds: tuple[str, ...] = tuple(VARIANTS), **kw,
-    ) -> Iterator[VariantProgress | VariantVectors]:
-        """Vectors of mirrored and rotated copies of *files*: :func:`core.dedup.variant_vectors`."""
-        return dedup_finder.variant_vectors(self, embedder, files, kinds, **kw)
 
     # -- queries -----------------------------------------------------------------------------
     def stored_vector(self, path: str | os.PathLike, model: str) -> np.ndarray | None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from simviewer.core import dedup
 from simviewer.core.catalog import Catalog, CatalogFull, FileRecord
 from simviewer.core.embedder import Embedder
 from simviewer.core.index import IndexMismatch
@@ -288,7 +289,7 @@ def test_mirrored_and_rotated_copies_are_embedded_while_indexing(photo_folder):
     # The same vectors as turning the decoded photo itself: a later duplicate search embeds nothing.
     later = CountingEmbedder("resnet18", "none")
     pairs = [(r.hash, photo_folder / key) for key, r in files.items()]
-    *_, result = lib.variant_vectors(later, pairs)
+    *_, result = dedup.variant_vectors(lib, later, pairs)
     assert later.images_embedded == 0
     h, path = pairs[0]
     fresh = Embedder("resnet18", "none").embed_images([VARIANTS["rot90"](load_image(path, 256).image)])[0]
