@@ -258,7 +258,7 @@ class DuplicatesTab(QWidget):
 
     def _pretrained(self) -> bool:
         index = self.session.index
-        return index is not None and index.manifest["model"].get("weights") == "imagenet"
+        return index is not None and index.model.weights == "imagenet"
 
     def _show_calibration(self) -> None:
         self.strip.show_calibration(self.calibration, self.threshold, self.session.index is not None,
@@ -435,7 +435,7 @@ class DuplicatesTab(QWidget):
             self._update_buttons()
             return
         index = self.session.index
-        untrained = " (untrained model)" if index and index.manifest["model"].get("untrained") else ""
+        untrained = " (untrained model)" if index and index.model.untrained else ""
         self.summary.setText(summary_text(self.groups, self.selection, self.threshold,
                                           2 if self.floor < 0.9 else 4, untrained))
         self._update_buttons()
@@ -467,7 +467,7 @@ class DuplicatesTab(QWidget):
                 for m in g.members[1:]]
         index = self.session.index
         dlg = CompareDialog(g.keeper.path, rows, max(0, row - 1), self.window(),
-                            untrained=bool(index and index.manifest["model"].get("untrained")),
+                            untrained=bool(index and index.model.untrained),
                             explain=self.explain, overlays=True, query_role="keeper", match_role="duplicate")
         dlg.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         dlg.show()
