@@ -37,6 +37,11 @@ def test_a_raw_and_its_jpeg_are_one_shot_never_a_keeper_and_duplicate():
         # The backup goes; the shot keeps both of its files.
         assert [p.item.key for p in dedup.plan_removals([g])] == ["backup/IMG_1.JPG"]
         assert g.reclaimable == 100
+        # Reports name the shot's partner beside it, so a script sees every file a clean-up touches.
+        (first, second) = dedup.report_dict([g], 0.95)["groups"][0]["items"]
+        assert first["partners"] == [str(p.path) for p in shot.partners] and "partners" not in second
+        rows = dedup.csv_text([g]).splitlines()
+        assert rows[0].endswith(",partners") and rows[1].endswith(str(shot.partners[0].path))
 
 
 def test_a_shot_that_is_not_the_keeper_moves_whole_and_is_never_sure():
