@@ -8,7 +8,6 @@ mode and every batch is its own transaction, so a killed run keeps every batch i
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import sqlite3
 import time
@@ -20,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .paths import key_from_db, key_to_db
+from .safe_files import is_disk_full
 
 SCHEMA_VERSION = 1
 _FILE_COLUMNS = "path, size, mtime_ns, hash, width, height, format, status, reason, taken_at"
@@ -95,12 +95,6 @@ class CatalogFull(CatalogError):
     transaction that met it was written; everything committed before it is kept."""
 
 
-def _is_full(exc: BaseException) -> bool:
-    if isinstance(exc, sqlite3.OperationalError):
-        return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "disk is full" in str(exc)
-    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
-
-
 def _record(row) -> FileRecord:
     return FileRecord(key_from_db(row[0]), *row[1:])
 
@@ -143,7 +137,7 @@ class Catalog:
                     "use a matching simviewer or a new --index-dir"
                 )
         except sqlite3.DatabaseError as exc:
-            if _is_full(exc):
+            if is_disk_full(exc):
                 raise self._full(exc) from None
             raise CatalogError(f"cannot open catalog {self.path}: {exc}") from exc
 
@@ -193,7 +187,7 @@ class Catalog:
             with self.db:
                 yield
         except (sqlite3.OperationalError, OSError) as exc:
-            if _is_full(exc):
+            if is_disk_full(exc):
                 raise self._full(exc) from None
             raise
 

@@ -13,6 +13,7 @@ import errno
 import os
 import re
 import shutil
+import sqlite3
 import stat
 from pathlib import Path
 
@@ -169,4 +170,6 @@ def is_disk_full(exc: BaseException) -> bool:
     """An OSError for a full disk or quota, or sqlite's "database or disk is full"."""
     if isinstance(exc, OSError):
         return exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
-    return "disk is full" in str(exc) or "database or disk is full" in str(exc)
+    if isinstance(exc, sqlite3.Error):
+        return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "disk is full" in str(exc)
+    return False
