@@ -531,12 +531,6 @@ class Embedder:
         """The embedder an index was built with (``AnnIndex.model``); *kwargs* go to the constructor."""
         return cls(spec.arch, spec.weights, pooling=spec.pooling, **kwargs)
 
-    @classmethod
-    def from_manifest(cls, model: dict, **kwargs) -> Embedder:
-        """The embedder of a manifest's raw "model" entry (checked first: ModelSpecError says what is
-        wrong); prefer :meth:`from_spec` with ``AnnIndex.model``."""
-        return cls.from_spec(ModelSpec.from_dict(model), **kwargs)
-
     def spec(self) -> ModelSpec:
         """This embedder as the typed model an index records (:meth:`describe` is its manifest form)."""
         return ModelSpec.from_dict(self.describe())

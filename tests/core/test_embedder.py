@@ -15,6 +15,7 @@ from simviewer.core.embedder import (
     WeightsSpec,
     WeightsUnavailable,
 )
+from simviewer.core.model_spec import ModelSpec
 from simviewer.core.registry import ARCHITECTURES
 
 from ..conftest import EDITS, make_photo
@@ -188,10 +189,10 @@ def test_gem_pools_stronger_activations_more_and_does_not_depend_on_scale():
 def test_pooling_is_part_of_the_fingerprint_and_of_the_manifest():
     gem, avg = Embedder("resnet18", "none"), Embedder("resnet18", "none", pooling="avg")
     assert gem.fingerprint != avg.fingerprint and gem.pooling == "gem"
-    again = Embedder.from_manifest(avg.describe())
+    again = Embedder.from_spec(ModelSpec.from_dict(avg.describe()))
     assert again.fingerprint == avg.fingerprint
     old = {k: v for k, v in gem.describe().items() if k != "pooling"}  # an index from before pooling was stored
-    assert Embedder.from_manifest(old).pooling == "avg"
+    assert Embedder.from_spec(ModelSpec.from_dict(old)).pooling == "avg"
 
 
 def test_the_bundled_model_keeps_bf16_within_its_own_bound(photos):

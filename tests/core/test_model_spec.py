@@ -47,7 +47,7 @@ def test_an_old_manifest_without_pooling_was_average_pooled():
     d = Embedder("resnet18", "none").describe()
     del d["pooling"]
     assert ModelSpec.from_dict(d).pooling == "avg"
-    assert Embedder.from_manifest(d).pooling == "avg"
+    assert Embedder.from_spec(ModelSpec.from_dict(d)).pooling == "avg"
 
 
 @pytest.mark.parametrize("field, value, says", [
